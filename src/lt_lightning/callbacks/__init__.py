@@ -1,0 +1,5 @@
+"""Callbacks that drop into any Lightning project."""
+
+from lt_lightning.callbacks.per_class import PerClassAccuracy
+
+__all__ = ["PerClassAccuracy"]

@@ -1,0 +1,55 @@
+"""Figures and tables for per-class reports (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # never needs a display; tests and servers are headless
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+PER_CLASS_COLUMNS = ("class", "name", "train_count", "shot", "support", "correct", "accuracy")
+
+
+def write_per_class_csv(path: Path, rows: Sequence[dict]) -> None:
+    """One row per class with :data:`PER_CLASS_COLUMNS`; accuracy is empty where the class had no support."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_CLASS_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            acc = row["accuracy"]
+            writer.writerow({**row, "accuracy": "" if math.isnan(acc) else f"{acc:.6f}"})
+
+
+def per_class_figure(
+    rows: Sequence[dict], title: str, many_threshold: int = 100, few_threshold: int = 20
+) -> Figure:
+    """Bars: per-class accuracy, classes sorted head to tail by training count; line: the training count (log
+    scale, right axis); dashed lines: the many / medium / few boundaries."""
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["train_count"])
+    acc = [0.0 if math.isnan(rows[i]["accuracy"]) else rows[i]["accuracy"] for i in order]
+    counts = [rows[i]["train_count"] for i in order]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(rows) + 3), 3.6), layout="constrained")
+    ax.bar(range(len(order)), acc, color="tab:blue", alpha=0.8, label="accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("class (head → tail by training count)")
+    ax.set_ylabel("accuracy")
+    if len(rows) <= 30:
+        ax.set_xticks(range(len(order)), [str(rows[i]["name"]) for i in order], rotation=90, fontsize=7)
+    twin = ax.twinx()
+    twin.plot(range(len(order)), counts, color="tab:orange", marker=".", label="training images")
+    twin.set_yscale("log")
+    twin.set_ylabel("training images")
+    for threshold in (many_threshold, few_threshold):
+        # the boundary sits between the last class above and the first class at or below the threshold
+        position = sum(c > threshold for c in counts) - 0.5
+        if 0 < position < len(order) - 1:
+            ax.axvline(position, color="grey", linestyle="--", linewidth=1)
+    ax.set_title(title)
+    return fig

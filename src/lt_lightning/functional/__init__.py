@@ -1,0 +1,43 @@
+"""Pure tensor maths of lt_lightning: losses and per-class weights (no state, no Lightning import)."""
+
+from lt_lightning.functional.losses import (
+    Reduction,
+    check_reduction,
+    cross_entropy,
+    focal_loss,
+    ldam_loss,
+    logit_adjusted_loss,
+    sigmoid_bias_init,
+    sigmoid_focal_loss,
+    vs_loss,
+)
+from lt_lightning.functional.weights import (
+    ClassCounts,
+    check_class_counts,
+    effective_number_weights,
+    inverse_frequency_weights,
+    ldam_margins,
+    log_priors,
+    reversed_probabilities,
+    vs_scaling,
+)
+
+__all__ = [
+    "ClassCounts",
+    "Reduction",
+    "check_class_counts",
+    "check_reduction",
+    "cross_entropy",
+    "effective_number_weights",
+    "focal_loss",
+    "inverse_frequency_weights",
+    "ldam_loss",
+    "ldam_margins",
+    "log_priors",
+    "logit_adjusted_loss",
+    "reversed_probabilities",
+    "sigmoid_bias_init",
+    "sigmoid_focal_loss",
+    "vs_loss",
+    "vs_scaling",
+]

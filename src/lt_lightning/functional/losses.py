@@ -1,0 +1,356 @@
+"""Long-tail classification losses as pure functions of ``(logits, target)`` and per-class tensors.
+
+Notation: ``z`` logits of shape ``(N, C)``, ``y`` integer targets of shape ``(N,)``, ``w`` optional per-class
+weights of shape ``(C,)`` applied per sample through the label. Every function takes
+``reduction in {"mean", "sum", "none"}``; ``"none"`` returns one loss per sample (``w_{y_i}`` already applied),
+which is what per-sample re-weighting schemes such as ABSGD need.
+
+Two reductions coexist on purpose, each matching its reference code (METHODS §3):
+
+* softmax cross-entropy family (:func:`cross_entropy`, :func:`ldam_loss`, :func:`vs_loss`,
+  :func:`logit_adjusted_loss`): PyTorch's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``;
+* focal losses (:func:`focal_loss`, :func:`sigmoid_focal_loss`): a plain mean over the ``N`` samples.
+
+Per-class tensors (``weight``, ``margins``, ``scaling``, ``offsets``, ``log_prior``) are cast to the logits'
+dtype and must be on the logits' device. Half-precision logits are promoted to float32 first, as autocast
+does for ``cross_entropy``. Target values are not range-checked here (that would force a device sync);
+PyTorch raises on an out-of-range class index.
+
+Example:
+    >>> z = torch.tensor([[2.0, 0.0], [0.0, 1.0]]); y = torch.tensor([0, 1])
+    >>> round(cross_entropy(z, y).item(), 4), round(focal_loss(z, y, gamma=0.0).item(), 4)
+    (0.2201, 0.2201)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Reduction",
+    "check_reduction",
+    "cross_entropy",
+    "focal_loss",
+    "ldam_loss",
+    "logit_adjusted_loss",
+    "sigmoid_bias_init",
+    "sigmoid_focal_loss",
+    "vs_loss",
+]
+
+Reduction = Literal["mean", "sum", "none"]
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: object) -> str:
+    """Raise ``ValueError`` unless ``reduction`` is one of ``"mean"``, ``"sum"``, ``"none"``."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"tensor of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
+
+
+def _check_inputs(logits: Tensor, target: Tensor, reduction: str) -> Tensor:
+    """Validate the shared arguments; return the logits promoted to at least float32."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor of shape (N, C), got {_describe(logits)}")
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (N, C), got shape {tuple(logits.shape)}")
+    if not isinstance(target, Tensor) or target.dtype != torch.long:
+        raise TypeError(f"target must be a torch.long tensor of class indices, shape (N,), got {_describe(target)}")
+    if target.ndim != 1 or target.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"target must have shape (N,) = ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
+            f"got shape {tuple(target.shape)}"
+        )
+    check_reduction(reduction)
+    # Low-precision logits lose too much in log-softmax; autocast promotes cross_entropy the same way.
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits
+
+
+def _class_vector(name: str, value: Tensor | None, logits: Tensor) -> Tensor | None:
+    """Check a per-class tensor has shape (C,) and cast it to the logits' dtype."""
+    if value is None:
+        return None
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a tensor of shape (C,) = ({logits.shape[1]},), got {_describe(value)}")
+    if value.shape != (logits.shape[1],):
+        raise ValueError(
+            f"{name} must have shape (C,) = ({logits.shape[1]},) to match logits {tuple(logits.shape)}, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value.to(dtype=logits.dtype)
+
+
+def _reduce_plain(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, reduction: Reduction = "mean"
+) -> Tensor:
+    """Softmax cross-entropy with PyTorch's semantics (class weights, weighted-mean reduction).
+
+    ``l_i = -log softmax(z_i)_{y_i}``; ``"none"`` returns ``w_{y_i} * l_i``, ``"sum"`` their sum and ``"mean"``
+    ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` (the batch's weight sum, not ``N``; METHODS §3.1).
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores.
+        target: ``(N,)`` long class indices.
+        weight: optional ``(C,)`` per-class weights.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.zeros(2, 2); y = torch.tensor([0, 1])
+        >>> round(cross_entropy(z, y, weight=torch.tensor([1.0, 3.0])).item(), 4)  # log 2
+        0.6931
+    """
+    logits = _check_inputs(logits, target, reduction)
+    weight = _class_vector("weight", weight, logits)
+    return F.cross_entropy(logits, target, weight=weight, reduction=reduction)
+
+
+def ldam_loss(
+    logits: Tensor,
+    target: Tensor,
+    margins: Tensor,
+    scale: float = 30.0,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Label-distribution-aware margin loss (Cao et al., NeurIPS 2019; METHODS §3.1).
+
+    ``z'_ij = z_ij - Delta_{y_i} [j == y_i]`` (margin on the true-class logit only), then
+    ``CE(s * z', y, weight=w)`` with PyTorch's weighted-mean reduction. The margin is subtracted *before*
+    scaling, so the effective logit margin is ``s * Delta_y``; the official code feeds cosine logits from a
+    ``NormedLinear`` head.
+
+    Args:
+        logits: ``(N, C)`` logits (cosine similarities in the reference setup).
+        target: ``(N,)`` long class indices.
+        margins: ``(C,)`` per-class margins, see :func:`~lt_lightning.functional.weights.ldam_margins`.
+        scale: ``s > 0`` (30 in the reference).
+        weight: optional ``(C,)`` per-class weights (e.g. DRW's class-balanced weights).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.zeros(1, 2); y = torch.tensor([0])
+        >>> round(ldam_loss(z, y, torch.tensor([0.1, 0.2]), scale=10.0).item(), 4)  # log(1 + e^1)
+        1.3133
+    """
+    logits = _check_inputs(logits, target, reduction)
+    scale = _check_real("scale", scale)
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    margins = _class_vector("margins", margins, logits)
+    weight = _class_vector("weight", weight, logits)
+    true_margin = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), margins[target].unsqueeze(1))
+    return F.cross_entropy(scale * (logits - true_margin), target, weight=weight, reduction=reduction)
+
+
+def focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Softmax focal loss as in the LDAM-DRW repository (METHODS §3.3(b)).
+
+    ``ce_i = w_{y_i} CE(z_i, y_i)``, ``p_i = exp(-ce_i)``, ``l_i = (1 - p_i)^gamma ce_i``; ``"mean"`` is a
+    plain mean over ``N`` (not weight-normalised). With weights, ``p_i`` is ``exp(-w CE)``, not the
+    true-class probability: this is the reference behaviour, kept on purpose.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores.
+        target: ``(N,)`` long class indices.
+        gamma: focusing parameter >= 0 (1.0 in the reference); 0 gives weighted CE averaged over ``N``.
+        weight: optional ``(C,)`` per-class weights.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.zeros(1, 2); y = torch.tensor([0])
+        >>> round(focal_loss(z, y, gamma=1.0).item(), 4)  # (1 - 1/2) * log 2
+        0.3466
+    """
+    logits = _check_inputs(logits, target, reduction)
+    gamma = _check_real("gamma", gamma)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    weight = _class_vector("weight", weight, logits)
+    ce = F.cross_entropy(logits, target, weight=weight, reduction="none")
+    # 1 - exp(-ce) via expm1 keeps precision for well-classified samples (ce -> 0).
+    loss = (-torch.expm1(-ce)).pow(gamma) * ce
+    return _reduce_plain(loss, reduction)
+
+
+def sigmoid_focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """One-vs-all sigmoid focal loss of the class-balanced loss paper (Cui et al., CVPR 2019; METHODS §3.3(a)).
+
+    With ``t_ij = [j == y_i]`` and ``p_t`` the sigmoid probability of ``t``::
+
+        loss = (1/N) sum_i sum_j w_{y_i} (1 - p_t,ij)^gamma BCE(z_ij, t_ij)
+
+    The modulator ``(1 - p_t)^gamma = exp(gamma * logsigmoid((1 - 2t) z))`` (the reference's
+    ``exp(-gamma t z - gamma log1p(exp(-z)))``) is computed in log space, finite for any ``|z|``. "mean"
+    divides by ``N`` (the number of positives), not by the weight sum; ``"none"`` returns the per-sample
+    sum over classes. Pair it with a last-layer bias initialised by :func:`sigmoid_bias_init`.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores, one independent sigmoid per class.
+        target: ``(N,)`` long class indices.
+        gamma: focusing parameter >= 0 (1.0 in the CB scripts); 0 gives weighted one-vs-all BCE.
+        weight: optional ``(C,)`` per-class weights (class-balanced weights for "CB Focal").
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.zeros(1, 2); y = torch.tensor([0])
+        >>> round(sigmoid_focal_loss(z, y, gamma=1.0).item(), 4)  # 2 classes * 0.5 * log 2
+        0.6931
+    """
+    logits = _check_inputs(logits, target, reduction)
+    gamma = _check_real("gamma", gamma)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    weight = _class_vector("weight", weight, logits)
+    onehot = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), 1.0)
+    bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
+    loss = bce if gamma == 0 else torch.exp(gamma * F.logsigmoid((1.0 - 2.0 * onehot) * logits)) * bce
+    per_sample = loss.sum(dim=1)
+    if weight is not None:
+        per_sample = per_sample * weight[target]
+    return _reduce_plain(per_sample, reduction)
+
+
+def sigmoid_bias_init(num_classes: int) -> float:
+    """Initial last-layer bias ``-log(C - 1)`` for sigmoid losses: every class starts at prior ``pi = 1/C``.
+
+    From ``sigmoid(b) = 1/C``, as in the CB code (``model_base.py``); without it the ``C - 1`` negatives per
+    sample dominate the first steps.
+
+    Args:
+        num_classes: ``C >= 2``.
+
+    Example:
+        >>> round(sigmoid_bias_init(10), 4)  # -log 9
+        -2.1972
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    return -math.log(num_classes - 1)
+
+
+def vs_loss(
+    logits: Tensor,
+    target: Tensor,
+    scaling: Tensor,
+    offsets: Tensor,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Vector-scaling loss (Kini et al., NeurIPS 2021; as in SAM-LT ``losses.py``; METHODS §3.8).
+
+    ``CE(z * scaling + offsets, y, weight=w)`` with ``scaling_j = (n_j / n_max)^gamma`` (``1/Delta_j``) and
+    ``offsets_j = tau * log pi_j``; precompute them with
+    :func:`~lt_lightning.functional.weights.vs_scaling` and ``tau *``
+    :func:`~lt_lightning.functional.weights.log_priors`. PyTorch's weighted-mean reduction.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores.
+        target: ``(N,)`` long class indices.
+        scaling: ``(C,)`` multiplicative logit scaling.
+        offsets: ``(C,)`` additive logit offsets.
+        weight: optional ``(C,)`` per-class weights.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0]]); y = torch.tensor([0])
+        >>> round(vs_loss(z, y, torch.tensor([0.5, 1.0]), torch.zeros(2)).item(), 4)  # log(1 + e^-1)
+        0.3133
+    """
+    logits = _check_inputs(logits, target, reduction)
+    scaling = _class_vector("scaling", scaling, logits)
+    offsets = _class_vector("offsets", offsets, logits)
+    weight = _class_vector("weight", weight, logits)
+    return F.cross_entropy(logits * scaling + offsets, target, weight=weight, reduction=reduction)
+
+
+def logit_adjusted_loss(
+    logits: Tensor,
+    target: Tensor,
+    log_prior: Tensor,
+    tau: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Logit-adjusted cross-entropy ``CE(z + tau * log pi, y, weight=w)`` (Menon et al., ICLR 2021).
+
+    ``tau = 1`` is the balanced softmax (Ren et al., NeurIPS 2020): ``softmax`` of ``n_j e^{z_j}``. Predict
+    with the raw logits ``z``; the adjustment exists only in training. PyTorch's weighted-mean reduction.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores.
+        target: ``(N,)`` long class indices.
+        log_prior: ``(C,)`` log class priors, see :func:`~lt_lightning.functional.weights.log_priors`.
+        tau: finite temperature of the adjustment (0 gives plain CE).
+        weight: optional ``(C,)`` per-class weights.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.zeros(1, 2); y = torch.tensor([1])
+        >>> log_prior = torch.tensor([0.75, 0.25]).log()
+        >>> round(logit_adjusted_loss(z, y, log_prior).item(), 4)  # -log 0.25
+        1.3863
+    """
+    logits = _check_inputs(logits, target, reduction)
+    tau = _check_real("tau", tau)
+    log_prior = _class_vector("log_prior", log_prior, logits)
+    weight = _class_vector("weight", weight, logits)
+    return F.cross_entropy(logits + tau * log_prior, target, weight=weight, reduction=reduction)

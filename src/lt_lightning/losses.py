@@ -1,0 +1,490 @@
+"""Long-tail losses as ``nn.Module``\\ s built from the training class counts.
+
+Each loss is a thin module over a pure function of :mod:`lt_lightning.functional.losses`. The first
+constructor argument is always ``class_counts`` (training images per class, head to tail in label order);
+everything derived from it (margins, scalings, log priors) is computed once and registered as a buffer,
+so it follows ``.to(device/dtype)`` and is saved in ``state_dict()``.
+
+Contract shared by every loss (:class:`ClassCountLoss`):
+
+* ``class_counts`` (long buffer) and ``class_weight`` (float buffer, ones when no weight is given);
+* ``set_class_weight(weight)`` replaces the per-class weights in place: this is how deferred re-weighting
+  (DRW) switches weights at an epoch without rebuilding the loss;
+* ``reduction`` attribute: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample losses, for ABSGD);
+* ``requires_normed_head`` / ``sigmoid_bias_init`` class flags tell the model which head the loss expects.
+
+Example:
+    >>> loss = create_loss("ldam", class_counts=[100, 10])
+    >>> loss.margins.tolist(), loss.requires_normed_head
+    ([0.28117066621780396, 0.5], True)
+    >>> loss.set_class_weight([0.5, 1.5])
+    >>> loss(torch.zeros(2, 2), torch.tensor([0, 1])).shape
+    torch.Size([])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lt_lightning.functional import losses as LF
+from lt_lightning.functional.losses import Reduction, check_reduction
+from lt_lightning.functional.weights import (
+    check_class_counts,
+    effective_number_weights,
+    ldam_margins,
+    log_priors,
+    vs_scaling,
+)
+
+__all__ = [
+    "LOSSES",
+    "BalancedSoftmaxLoss",
+    "ClassBalancedFocalLoss",
+    "ClassCountLoss",
+    "CrossEntropyLoss",
+    "FocalLoss",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
+    "SigmoidFocalLoss",
+    "VSLoss",
+    "create_loss",
+]
+
+ClassWeight = Tensor | Sequence[float] | None
+
+
+def _check_finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _check_non_negative(name: str, value: object) -> float:
+    value_f = _check_finite(name, value)
+    if value_f < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value_f
+
+
+def _check_positive(name: str, value: object) -> float:
+    value_f = _check_finite(name, value)
+    if value_f <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value_f
+
+
+class ClassCountLoss(nn.Module):
+    """Base class: a loss that knows the training class counts and holds re-settable per-class weights.
+
+    Args:
+        class_counts: training images per class (sequence of ints >= 1).
+        weight: optional per-class weights of length ``C`` (finite, > 0); ``None`` stores ones.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample losses); also settable later as
+            ``loss.reduction = "none"``.
+
+    Attributes:
+        class_counts: long buffer ``(C,)``.
+        class_weight: float buffer ``(C,)``, the weights the loss applies per sample through the label.
+        requires_normed_head: the loss expects cosine logits from a ``NormedLinear`` head (LDAM).
+        sigmoid_bias_init: the loss is a one-vs-all sigmoid loss whose head bias should start at
+            ``-log(C - 1)`` (:func:`lt_lightning.functional.sigmoid_bias_init`).
+    """
+
+    requires_normed_head: ClassVar[bool] = False
+    sigmoid_bias_init: ClassVar[bool] = False
+
+    class_counts: Tensor
+    class_weight: Tensor
+
+    def __init__(
+        self, class_counts: Sequence[int], weight: ClassWeight = None, *, reduction: Reduction = "mean"
+    ) -> None:
+        super().__init__()
+        counts = check_class_counts(class_counts)
+        self.register_buffer("class_counts", torch.tensor(counts, dtype=torch.long))
+        self.register_buffer("class_weight", torch.ones(len(counts), dtype=torch.float32))
+        self.reduction = reduction
+        self.set_class_weight(weight)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``C``."""
+        return self.class_counts.numel()
+
+    @property
+    def reduction(self) -> Reduction:
+        """``"mean"``, ``"sum"`` or ``"none"``; ``"none"`` makes ``forward`` return ``(N,)`` per-sample losses."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: Reduction) -> None:
+        self._reduction = check_reduction(value)
+
+    @torch.no_grad()
+    def set_class_weight(self, weight: ClassWeight) -> None:
+        """Replace the per-class weights in place (``None`` restores all ones).
+
+        This is the contract deferred re-weighting relies on: a callback calls ``loss.set_class_weight(w)`` at
+        each epoch start (e.g. ones before the DRW switch, class-balanced weights after). The values are
+        copied into the existing ``class_weight`` buffer, so its device and dtype stay those of the module and
+        the change is saved in ``state_dict()``. Weights are used as given (not renormalised).
+
+        Args:
+            weight: ``C`` finite positive values (tensor, array or sequence of floats), or ``None``.
+
+        Raises:
+            ValueError: wrong length or shape, a non-finite value or a value <= 0.
+
+        Example:
+            >>> loss = CrossEntropyLoss([10, 5])
+            >>> loss.set_class_weight([0.5, 1.5]); loss.class_weight.tolist()
+            [0.5, 1.5]
+            >>> loss.set_class_weight(None); loss.class_weight.tolist()
+            [1.0, 1.0]
+        """
+        if weight is None:
+            self.class_weight.fill_(1.0)
+            return
+        try:
+            values = torch.as_tensor(
+                weight.detach().cpu() if isinstance(weight, Tensor) else weight, dtype=torch.float64
+            )
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(
+                f"weight must be None or {self.num_classes} finite positive numbers, got {weight!r}"
+            ) from err
+        if values.shape != (self.num_classes,):
+            raise ValueError(
+                f"weight must have {self.num_classes} entries (one per class), got shape {tuple(values.shape)}"
+            )
+        if not bool(torch.isfinite(values).all()) or bool((values <= 0).any()):
+            raise ValueError(f"weight must be finite and > 0 for every class, got {values.tolist()}")
+        self.class_weight.copy_(values)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}"
+
+
+class CrossEntropyLoss(ClassCountLoss):
+    """Softmax cross-entropy with per-class weights and PyTorch's weighted-mean reduction.
+
+    ``sum_i w_{y_i} l_i / sum_i w_{y_i}`` for ``"mean"``; see :func:`lt_lightning.functional.cross_entropy`.
+    With DRW weights this is the "CE-DRW" baseline (METHODS §3.5).
+
+    Args:
+        class_counts: training images per class.
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = CrossEntropyLoss([10, 5])
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([1])).item(), 4)  # log 2
+        0.6931
+    """
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.cross_entropy(logits, target, weight=self.class_weight, reduction=self.reduction)
+
+
+class FocalLoss(ClassCountLoss):
+    """Softmax focal loss of the LDAM-DRW code (METHODS §3.3(b)), plain mean over the batch.
+
+    ``ce_i = w_{y_i} CE_i``, ``loss = mean_i (1 - exp(-ce_i))^gamma ce_i``; see
+    :func:`lt_lightning.functional.focal_loss`.
+
+    Args:
+        class_counts: training images per class.
+        gamma: focusing parameter >= 0 (1.0 in the reference).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = FocalLoss([10, 5], gamma=1.0)
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([0])).item(), 4)  # 0.5 * log 2
+        0.3466
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        gamma: float = 1.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.gamma = _check_non_negative("gamma", gamma)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.focal_loss(logits, target, gamma=self.gamma, weight=self.class_weight, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma={self.gamma}"
+
+
+class SigmoidFocalLoss(ClassCountLoss):
+    """One-vs-all sigmoid focal loss of the class-balanced loss code (METHODS §3.3(a)).
+
+    ``(1/N) sum_i sum_j w_{y_i} (1 - p_t,ij)^gamma BCE(z_ij, [j == y_i])``; see
+    :func:`lt_lightning.functional.sigmoid_focal_loss`. Initialise the head bias to ``-log(C - 1)``
+    (``sigmoid_bias_init`` is ``True``).
+
+    Args:
+        class_counts: training images per class.
+        gamma: focusing parameter >= 0 (1.0 in the reference).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = SigmoidFocalLoss([10, 5], gamma=0.0)
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([0])).item(), 4)  # 2 * log 2
+        1.3863
+    """
+
+    sigmoid_bias_init: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        gamma: float = 1.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.gamma = _check_non_negative("gamma", gamma)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.sigmoid_focal_loss(
+            logits, target, gamma=self.gamma, weight=self.class_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma={self.gamma}"
+
+
+class ClassBalancedFocalLoss(SigmoidFocalLoss):
+    """ "CB Focal" of Cui et al. (CVPR 2019): sigmoid focal loss weighted by effective-number weights.
+
+    ``w_c = (1 - beta) / (1 - beta^{n_c})`` normalised to sum ``C`` (METHODS §3.2), fixed from the first
+    epoch; ``set_class_weight`` can still replace them (``None`` then means ones, i.e. no weighting).
+
+    Args:
+        class_counts: training images per class.
+        beta: in ``[0, 1)`` (0.9999 in the CIFAR scripts; 0 gives the unweighted sigmoid focal loss).
+        gamma: focusing parameter >= 0 (1.0 in the CIFAR scripts).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = ClassBalancedFocalLoss([100, 10], beta=0.9)
+        >>> [round(w, 4) for w in loss.class_weight.tolist()]
+        [0.7889, 1.2111]
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        beta: float = 0.9999,
+        gamma: float = 1.0,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        weight = effective_number_weights(class_counts, beta)
+        super().__init__(class_counts, gamma=gamma, weight=weight, reduction=reduction)
+        self.beta = float(beta)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, beta={self.beta}"
+
+
+class LDAMLoss(ClassCountLoss):
+    """Label-distribution-aware margin loss (Cao et al., NeurIPS 2019; METHODS §3.1).
+
+    ``CE(s * (z - Delta_y onehot(y)), y, weight=w)`` with ``Delta_j = max_margin * n_j^(-1/4) / max_k
+    n_k^(-1/4)`` (buffer ``margins``). The reference pairs it with a cosine ``NormedLinear`` head
+    (``requires_normed_head`` is ``True``) and with DRW weights via :meth:`set_class_weight`.
+
+    Args:
+        class_counts: training images per class.
+        max_margin: margin of the rarest class, > 0 (0.5 on CIFAR, 0.3 on iNaturalist).
+        scale: logit scale ``s > 0`` (30).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = LDAMLoss([16, 1], max_margin=0.5, scale=10.0)
+        >>> loss.margins.tolist()
+        [0.25, 0.5]
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([1])).item(), 4)  # log(1 + e^5)
+        5.0067
+    """
+
+    requires_normed_head: ClassVar[bool] = True
+    margins: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        max_margin: float = 0.5,
+        scale: float = 30.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.max_margin = _check_positive("max_margin", max_margin)
+        self.scale = _check_positive("scale", scale)
+        self.register_buffer("margins", ldam_margins(class_counts, self.max_margin))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.ldam_loss(
+            logits, target, self.margins, scale=self.scale, weight=self.class_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, max_margin={self.max_margin}, scale={self.scale}"
+
+
+class VSLoss(ClassCountLoss):
+    """Vector-scaling loss (Kini et al., NeurIPS 2021; SAM-LT's ``VSLoss``; METHODS §3.8).
+
+    ``CE(z * (n_j / n_max)^gamma + tau * log pi_j, y, weight=w)``; buffers ``scaling`` and ``offsets``.
+
+    Args:
+        class_counts: training images per class.
+        gamma: multiplicative exponent >= 0 (0.3).
+        tau: additive log-prior temperature, finite (1.0).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = VSLoss([16, 1], gamma=0.5, tau=0.0)
+        >>> loss.scaling.tolist()
+        [1.0, 0.25]
+    """
+
+    scaling: Tensor
+    offsets: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        gamma: float = 0.3,
+        tau: float = 1.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.gamma = _check_non_negative("gamma", gamma)
+        self.tau = _check_finite("tau", tau)
+        self.register_buffer("scaling", vs_scaling(class_counts, self.gamma))
+        self.register_buffer("offsets", self.tau * log_priors(class_counts))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.vs_loss(
+            logits, target, self.scaling, self.offsets, weight=self.class_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, gamma={self.gamma}, tau={self.tau}"
+
+
+class LogitAdjustedLoss(ClassCountLoss):
+    """Logit-adjusted cross-entropy ``CE(z + tau * log pi, y, weight=w)`` (Menon et al., ICLR 2021).
+
+    Buffer ``log_prior``; predict with the raw logits. ``tau = 1`` is the balanced softmax.
+
+    Args:
+        class_counts: training images per class.
+        tau: finite temperature (1.0).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = LogitAdjustedLoss([3, 1], tau=1.0)
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([1])).item(), 4)  # -log 0.25
+        1.3863
+    """
+
+    log_prior: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        tau: float = 1.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.tau = _check_finite("tau", tau)
+        self.register_buffer("log_prior", log_priors(class_counts))
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.logit_adjusted_loss(
+            logits, target, self.log_prior, tau=self.tau, weight=self.class_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tau={self.tau}"
+
+
+class BalancedSoftmaxLoss(LogitAdjustedLoss):
+    """Balanced softmax (Ren et al., NeurIPS 2020): ``CE(z + log pi, y)``, the logit-adjusted loss at ``tau = 1``.
+
+    Args:
+        class_counts: training images per class.
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = BalancedSoftmaxLoss([3, 1])
+        >>> round(loss(torch.zeros(1, 2), torch.tensor([0])).item(), 4)  # -log 0.75
+        0.2877
+    """
+
+    def __init__(
+        self, class_counts: Sequence[int], weight: ClassWeight = None, *, reduction: Reduction = "mean"
+    ) -> None:
+        super().__init__(class_counts, tau=1.0, weight=weight, reduction=reduction)
+
+
+LOSSES: dict[str, type[ClassCountLoss]] = {
+    "ce": CrossEntropyLoss,
+    "focal": FocalLoss,
+    "sigmoid_focal": SigmoidFocalLoss,
+    "cb_focal": ClassBalancedFocalLoss,
+    "ldam": LDAMLoss,
+    "vs": VSLoss,
+    "logit_adjusted": LogitAdjustedLoss,
+    "balanced_softmax": BalancedSoftmaxLoss,
+}
+
+
+def create_loss(name: str, class_counts: Sequence[int], **kwargs: object) -> ClassCountLoss:
+    """Build a loss from its short name in :data:`LOSSES` (``"ce"``, ``"ldam"``, ...).
+
+    Args:
+        name: key of :data:`LOSSES`.
+        class_counts: training images per class.
+        **kwargs: the loss's other constructor arguments.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known ones).
+
+    Example:
+        >>> create_loss("vs", [10, 5], gamma=0.0, tau=0.0).scaling.tolist()
+        [1.0, 1.0]
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}")
+    return LOSSES[name](class_counts, **kwargs)

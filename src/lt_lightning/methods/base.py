@@ -1,0 +1,197 @@
+"""``LongTailClassifier``: the LightningModule every long-tail method subclasses.
+
+It owns the backbone, the loss, the optimizer, the LR schedule, the metrics and the logging. A method overrides
+only what really differs, through two documented hooks:
+
+- :meth:`LongTailClassifier.training_loss` — the loss on a training batch (BBN mixes two streams, ABSGD re-weights
+  samples);
+- :meth:`LongTailClassifier.predict_logits` — the logits at inference (BBN weights its branches equally; post-hoc
+  logit adjustment subtracts priors).
+
+and, for wholesale replacement, :meth:`configure_backbone` / :meth:`configure_loss`.
+
+The default recipe is the CIFAR-LT one (METHODS.md §3.7): SGD momentum 0.9, weight decay 2e-4, lr 0.1, 5 warm-up
+epochs, x0.01 at 80 % and again at 90 % of ``max_epochs``.
+
+Example:
+    >>> import torch
+    >>> model = LongTailClassifier(class_counts=(50, 20, 5), in_chans=1)
+    >>> model(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 3])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lt_lightning.functional.losses import sigmoid_bias_init
+from lt_lightning.functional.weights import check_class_counts
+from lt_lightning.losses import LOSSES, ClassCountLoss, create_loss
+from lt_lightning.metrics import PerClassAccuracyMetric
+from lt_lightning.models import Backbone, create_backbone
+from lt_lightning.optim import WarmupMultiStepLR
+
+LossCallable = Callable[[Sequence[int]], nn.Module]
+
+
+class LongTailClassifier(L.LightningModule):
+    """Backbone + class-count-aware loss + the CIFAR-LT optimisation recipe.
+
+    Args:
+        class_counts: training images per class in label order (from ``LongTailDataModule.class_counts``; the CLI
+            links it). Stored in the hyper-parameters, so a checkpoint reloads without the data.
+        backbone: a name of :data:`lt_lightning.models.BACKBONES` (``small_cnn``, ``resnet20``, ``resnet32``, ...)
+            or any timm model name.
+        backbone_kwargs: extra keyword arguments for the backbone factory.
+        in_chans: input channels (linked from the datamodule by the CLI).
+        head: ``linear``, ``cosine`` (the NormedLinear of LDAM) or ``auto``: cosine when the loss asks for it.
+        loss: a name of :data:`lt_lightning.losses.LOSSES` or a callable ``class_counts -> nn.Module`` (in YAML:
+            ``class_path`` + ``init_args``; ``class_counts`` is filled in).
+        loss_kwargs: keyword arguments for a loss given by name.
+        optimizer: ``params -> Optimizer``; ``None`` is SGD(lr=0.1, momentum=0.9, weight_decay=2e-4).
+        lr_scheduler: ``optimizer -> LRScheduler`` stepped per epoch; ``None`` is
+            :class:`~lt_lightning.optim.WarmupMultiStepLR` with its defaults (5 warm-up epochs, x0.01 at 80 % and
+            90 % of ``max_epochs``).
+        class_names: names for reports (linked from the datamodule by the CLI).
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        backbone: str = "small_cnn",
+        backbone_kwargs: dict[str, Any] | None = None,
+        in_chans: int = 3,
+        head: Literal["auto", "linear", "cosine"] = "auto",
+        loss: str | LossCallable = "ce",
+        loss_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.class_counts = check_class_counts(class_counts)
+        self.num_classes = len(self.class_counts)
+        if head not in ("auto", "linear", "cosine"):
+            raise ValueError(f"head must be one of ['auto', 'cosine', 'linear'], got {head!r}")
+        if isinstance(loss, str) and loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable class_counts -> nn.Module, got {loss!r}")
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(class_names)} entries but class_counts has {self.num_classes}")
+        self.class_names = tuple(class_names) if class_names is not None else tuple(map(str, range(self.num_classes)))
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+
+        self.criterion = self.configure_loss()
+        self.backbone = self.configure_backbone()
+        self.val_metrics = PerClassAccuracyMetric(self.num_classes, self.class_counts)
+        self.test_metrics = PerClassAccuracyMetric(self.num_classes, self.class_counts)
+
+    # ----------------------------------------------------------------- building blocks (override to replace)
+    def configure_loss(self) -> nn.Module:
+        """Build the loss from ``hparams.loss``; a subclass may return any ``(logits, target) -> loss`` module."""
+        loss = self.hparams.loss
+        if isinstance(loss, str):
+            return create_loss(loss, self.class_counts, **(self.hparams.loss_kwargs or {}))
+        return loss(self.class_counts)
+
+    def head_kind(self) -> str:
+        """The head the backbone gets: ``hparams.head``, or for ``auto`` whatever the loss asks for."""
+        if self.hparams.head != "auto":
+            return self.hparams.head
+        return "cosine" if getattr(self.criterion, "requires_normed_head", False) else "linear"
+
+    def configure_backbone(self) -> Backbone:
+        """Build the backbone (features + head) from ``hparams``."""
+        net = create_backbone(
+            self.hparams.backbone,
+            num_classes=self.num_classes,
+            in_chans=self.hparams.in_chans,
+            head=self.head_kind(),
+            **(self.hparams.backbone_kwargs or {}),
+        )
+        if getattr(self.criterion, "sigmoid_bias_init", False) and getattr(net.head, "bias", None) is not None:
+            # CB sigmoid focal loss: start from the prior pi = 1/C (bias -log(C - 1)), as the reference does.
+            nn.init.constant_(net.head.bias, sigmoid_bias_init(self.num_classes))
+        return net
+
+    # ----------------------------------------------------------------- forward and the two override points
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits used for validation, test and predict. Override for inference-time changes."""
+        return self(x)
+
+    def training_loss(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Loss on a training batch; returns ``(loss, logits, target)`` (logits and target feed the metrics)."""
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        return self.criterion(logits, y), logits, y
+
+    # ----------------------------------------------------------------- Lightning steps
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, logits, target = self.training_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, global step "
+                f"{self.global_step}, batch {batch_idx}: lower the learning rate or check the inputs"
+            )
+        accuracy = (logits.detach().argmax(dim=1) == target).float().mean()
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log("train/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(target))
+        return loss
+
+    def _eval_step(self, batch: Any, metric: PerClassAccuracyMetric) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self.predict_logits(x)
+        metric.update(logits, y)
+        return logits
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._eval_step(batch, self.test_metrics)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        return self.predict_logits(x).softmax(dim=1)
+
+    def _log_eval(self, prefix: str, metric: PerClassAccuracyMetric) -> None:
+        values = metric.compute()  # every rank computes: the sums are synced inside
+        metric.reset()
+        for key in ("acc", "balanced_acc"):
+            value = float(values[key])
+            if not math.isnan(value):
+                self.log(f"{prefix}/{key}", value, prog_bar=key == "balanced_acc")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test", self.test_metrics)
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+        else:
+            optimizer = self.optimizer_factory(params)
+        scheduler = WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
+        if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
+            scheduler.max_epochs = self.trainer.max_epochs
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    @property
+    def loss_module(self) -> ClassCountLoss | nn.Module:
+        """The loss in use (callbacks such as ``DeferredReweighting`` set its class weights)."""
+        return self.criterion

@@ -1,0 +1,121 @@
+"""End to end through the real entry point ``lt_lightning.cli.main`` (the ``lt-lightning`` console script)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lt_lightning.cli import build_cli, main
+from lt_lightning.methods import LongTailClassifier
+from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def _fit(tmp_path: Path, *extra: str):
+    return build_cli(["fit", f"--trainer.default_root_dir={tmp_path}", *QUIET, *extra])
+
+
+def test_fit_embedded_default_two_epochs(tmp_path):
+    cli = _fit(tmp_path, "--trainer.max_epochs=2")
+    metrics = cli.trainer.callback_metrics
+    # 10 balanced test classes: chance is 0.1.
+    assert metrics["val/acc"] > 0.2 and metrics["val/balanced_acc"] > 0.2
+    log_dir = Path(cli.trainer.log_dir)
+    with (log_dir / "per_class_val.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["class"]) for r in rows] == list(range(10))
+    assert [int(r["train_count"]) for r in rows] == list(cli.datamodule.class_counts)
+    assert all(int(r["support"]) == 40 for r in rows)
+    assert (log_dir / "per_class_val.png").stat().st_size > 1000
+    assert (log_dir / "config.yaml").exists()
+    # the datamodule's counts reached the model without being repeated anywhere
+    assert cli.model.class_counts == cli.datamodule.class_counts
+    assert cli.model.hparams.in_chans == 1
+
+
+def test_checkpoint_predicts_without_the_datamodule(tmp_path):
+    cli = _fit(tmp_path, "--trainer.max_epochs=1")
+    ckpt = next(Path(cli.trainer.log_dir).rglob("*.ckpt"))
+    model = LongTailClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    assert model.class_counts == cli.datamodule.class_counts
+    model.eval()
+    x = torch.stack([cli.datamodule.test_set[i][0] for i in range(4)])
+    with torch.no_grad():
+        probs = model.predict_step((x, None), 0)
+        expected = cli.model.cpu().eval()(x).softmax(1)
+    torch.testing.assert_close(probs, expected)
+
+
+def test_predict_subcommand_from_checkpoint(tmp_path):
+    cli = _fit(tmp_path, "--trainer.max_epochs=1")
+    ckpt = next(Path(cli.trainer.log_dir).rglob("*.ckpt"))
+    out = build_cli(["predict", f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={tmp_path}", *QUIET])
+    assert out.trainer.state.finished
+
+
+def test_console_script_main_returns_none(tmp_path):
+    assert main(["fit", "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}", *QUIET]) is None
+
+
+def test_print_config_lists_linked_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "lt_lightning.methods.LongTailClassifier"
+    assert printed["data"]["init_args"]["dataset"] == "digits"
+    assert "class_counts" not in printed["model"]["init_args"]  # linked from the datamodule
+
+
+def test_unknown_loss_and_backbone_names_are_listed(tmp_path):
+    with pytest.raises(ValueError, match=r"loss must be one of \[.*'ldam'.*\].*got 'ldma'"):
+        _fit(tmp_path, "--trainer.fast_dev_run=true", "--model.init_args.loss=ldma")
+    with pytest.raises(ValueError, match=r"resnet32.*got|unknown backbone|not a known"):
+        _fit(tmp_path, "--trainer.fast_dev_run=true", "--model.init_args.backbone=resnet_nope")
+
+
+def _write_fake(dataset: str, root: Path) -> None:
+    # Enough images per class that rho = 100 keeps at least one image in the tail class.
+    if dataset == "cifar10":
+        write_cifar10(root, n_per_class=100, n_test_per_class=1)
+    elif dataset == "cifar100":
+        write_cifar100(root, n_per_class=100, n_test_per_class=1)
+    elif dataset == "imagefolder":
+        write_imagefolder(root, n_per_class=3)
+
+
+PRESETS = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+
+
+def test_every_preset_is_covered():
+    assert {"digits_ce.yaml", "cifar10_lt_ldam.yaml", "cifar100_lt_cb_focal.yaml",
+            "imagefolder_template.yaml", "digits_wandb_offline.yaml"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
+    config = yaml.safe_load((EXAMPLES / preset).read_text())
+    data = config["data"]["init_args"]
+    args = ["fit", f"--config={EXAMPLES / preset}", "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu",
+            f"--trainer.default_root_dir={tmp_path}", "--data.init_args.num_workers=0", *QUIET]
+    if data["dataset"] != "digits":
+        _write_fake(data["dataset"], tmp_path / "data")
+        args.append(f"--data.init_args.root={tmp_path / 'data'}")
+    logger = config["trainer"].get("logger")
+    if logger and "Wandb" in logger["class_path"]:
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+        # fast_dev_run replaces every logger by a DummyLogger: run one real (tiny) epoch instead.
+        args += [f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.fast_dev_run=false",
+                 "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+    cli = build_cli(args)
+    assert cli.trainer.state.finished
+    assert cli.model.num_classes == cli.datamodule.num_classes
+    if logger and "Wandb" in logger["class_path"]:
+        assert list(tmp_path.rglob("offline-run-*")), os.listdir(tmp_path)
