@@ -94,16 +94,28 @@ PRESETS = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 
 
 def test_every_preset_is_covered():
-    assert {"digits_ce.yaml", "cifar10_lt_ldam.yaml", "cifar100_lt_cb_focal.yaml",
-            "imagefolder_template.yaml", "digits_wandb_offline.yaml"} <= set(PRESETS)
+    assert {
+        "digits_ce.yaml",
+        "cifar10_lt_ldam.yaml",
+        "cifar100_lt_cb_focal.yaml",
+        "imagefolder_template.yaml",
+        "digits_wandb_offline.yaml",
+    } <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     config = yaml.safe_load((EXAMPLES / preset).read_text())
     data = config["data"]["init_args"]
-    args = ["fit", f"--config={EXAMPLES / preset}", "--trainer.fast_dev_run=true", "--trainer.accelerator=cpu",
-            f"--trainer.default_root_dir={tmp_path}", "--data.init_args.num_workers=0", *QUIET]
+    args = [
+        "fit",
+        f"--config={EXAMPLES / preset}",
+        "--trainer.fast_dev_run=true",
+        "--trainer.accelerator=cpu",
+        f"--trainer.default_root_dir={tmp_path}",
+        "--data.init_args.num_workers=0",
+        *QUIET,
+    ]
     if data["dataset"] != "digits":
         _write_fake(data["dataset"], tmp_path / "data")
         args.append(f"--data.init_args.root={tmp_path / 'data'}")
@@ -112,8 +124,13 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
         monkeypatch.setenv("WANDB_MODE", "offline")
         monkeypatch.setenv("WANDB_DIR", str(tmp_path))
         # fast_dev_run replaces every logger by a DummyLogger: run one real (tiny) epoch instead.
-        args += [f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.fast_dev_run=false",
-                 "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+        args += [
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.fast_dev_run=false",
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+        ]
     cli = build_cli(args)
     assert cli.trainer.state.finished
     assert cli.model.num_classes == cli.datamodule.num_classes

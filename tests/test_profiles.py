@@ -46,8 +46,10 @@ def test_ratio_one_is_balanced():
     assert exponential_profile(100, 5, 1) == (100,) * 5
 
 
-@pytest.mark.parametrize(("head", "classes", "rho", "total"), [(5000, 10, 100, 25250), (5000, 10, 10, 27500),
-                                                               (500, 100, 100, 25250), (500, 100, 10, 27500)])
+@pytest.mark.parametrize(
+    ("head", "classes", "rho", "total"),
+    [(5000, 10, 100, 25250), (5000, 10, 10, 27500), (500, 100, 100, 25250), (500, 100, 10, 27500)],
+)
 def test_step_totals(head, classes, rho, total):
     counts = step_profile(head, classes, rho)
     assert sum(counts) == total
@@ -100,8 +102,14 @@ def test_make_class_counts_defaults_head_to_smallest_available():
         (lambda: zipf_profile(4800, 49, exponent=-1), r"zipf_exponent"),
         (lambda: zipf_profile(4800, 49, minimum=0), r"zipf_min must be an integer >= 1, got 0"),
         (lambda: exponential_profile(10, 10, 100), r"leaves classes at ranks \[.*\] with 0 samples"),
-        (lambda: make_class_counts("pareto", [10, 10]), r"profile must be one of \['exponential', 'none', 'step', 'zipf'\], got 'pareto'"),
-        (lambda: assign_class_order((2, 1), "shuffled"), r"class_order must be one of \['label', 'random'\], got 'shuffled'"),
+        (
+            lambda: make_class_counts("pareto", [10, 10]),
+            r"profile must be one of \['exponential', 'none', 'step', 'zipf'\], got 'pareto'",
+        ),
+        (
+            lambda: assign_class_order((2, 1), "shuffled"),
+            r"class_order must be one of \['label', 'random'\], got 'shuffled'",
+        ),
         (lambda: exponential_profile(5000, 0, 10), r"num_classes must be an integer >= 1, got 0"),
         (lambda: natural_profile([3, 0]), r"with 0 samples"),
     ],

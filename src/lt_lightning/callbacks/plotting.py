@@ -27,9 +27,7 @@ def write_per_class_csv(path: Path, rows: Sequence[dict]) -> None:
             writer.writerow({**row, "accuracy": "" if math.isnan(acc) else f"{acc:.6f}"})
 
 
-def per_class_figure(
-    rows: Sequence[dict], title: str, many_threshold: int = 100, few_threshold: int = 20
-) -> Figure:
+def per_class_figure(rows: Sequence[dict], title: str, many_threshold: int = 100, few_threshold: int = 20) -> Figure:
     """Bars: per-class accuracy, classes sorted head to tail by training count; line: the training count (log
     scale, right axis); dashed lines: the many / medium / few boundaries."""
     order = sorted(range(len(rows)), key=lambda i: -rows[i]["train_count"])

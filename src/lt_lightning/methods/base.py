@@ -81,7 +81,9 @@ class LongTailClassifier(L.LightningModule):
         if head not in ("auto", "linear", "cosine"):
             raise ValueError(f"head must be one of ['auto', 'cosine', 'linear'], got {head!r}")
         if isinstance(loss, str) and loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable class_counts -> nn.Module, got {loss!r}")
+            raise ValueError(
+                f"loss must be one of {sorted(LOSSES)} or a callable class_counts -> nn.Module, got {loss!r}"
+            )
         if class_names is not None and len(class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries but class_counts has {self.num_classes}")
         self.class_names = tuple(class_names) if class_names is not None else tuple(map(str, range(self.num_classes)))
@@ -186,7 +188,9 @@ class LongTailClassifier(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
         else:
             optimizer = self.optimizer_factory(params)
-        scheduler = WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
+        scheduler = (
+            WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
+        )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
             scheduler.max_epochs = self.trainer.max_epochs
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
