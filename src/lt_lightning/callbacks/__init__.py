@@ -1,5 +1,6 @@
 """Callbacks that drop into any Lightning project."""
 
+from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 
-__all__ = ["PerClassAccuracy"]
+__all__ = ["DeferredResampling", "DeferredReweighting", "PerClassAccuracy"]

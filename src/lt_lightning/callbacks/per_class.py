@@ -165,8 +165,9 @@ class PerClassAccuracy(Callback):
         self.last_summary = {k: float(values[k]) for k in ("acc", "balanced_acc", "worst_class_acc")} | {
             k: float(values[k]) for k in ("many_acc", "medium_acc", "few_acc")
         }
+        out_dir = self._out_dir(trainer)  # on every rank: it may broadcast
         if trainer.is_global_zero:
-            write_per_class_csv(self._out_dir(trainer) / f"per_class_{prefix}.csv", rows)
+            write_per_class_csv(out_dir / f"per_class_{prefix}.csv", rows)
         return rows
 
     @override
@@ -185,22 +186,24 @@ class PerClassAccuracy(Callback):
             self._report("validate", trainer)
 
     def _report(self, key: str, trainer) -> None:
+        out_dir = self._out_dir(trainer)  # on every rank: it may broadcast
         if not trainer.is_global_zero:
             return
+        out_dir.mkdir(parents=True, exist_ok=True)
         prefix = "val" if key == "validate" else "test"
         rows = self.last_rows[key]
         rank_zero_info(format_table(rows, self.last_summary, title=f"per-class accuracy ({prefix})"))
         fig = per_class_figure(rows, f"per-class {prefix} accuracy", self.many_threshold, self.few_threshold)
-        fig.savefig(self._out_dir(trainer) / f"per_class_{prefix}.png", dpi=120)
+        fig.savefig(out_dir / f"per_class_{prefix}.png", dpi=120)
         _log_figure(trainer, f"{prefix}/per_class_accuracy", fig)
         import matplotlib.pyplot as plt
 
         plt.close(fig)
 
     def _out_dir(self, trainer) -> Path:
-        path = self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        """The report directory. Call it on EVERY rank: under DDP ``trainer.log_dir`` is a broadcast, and calling it
+        from rank 0 alone hangs or crashes the run."""
+        return self.output_dir or Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def format_table(rows: Sequence[dict], summary: dict[str, float], title: str) -> str:

@@ -1,5 +1,6 @@
 """Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses."""
 
 from lt_lightning.methods.base import LongTailClassifier
+from lt_lightning.methods.drw import LDAMDRW
 
-__all__ = ["LongTailClassifier"]
+__all__ = ["LDAMDRW", "LongTailClassifier"]

@@ -1,0 +1,33 @@
+"""Long-tailed data: base datasets, seeded subsets, samplers and the ``LongTailDataModule``."""
+
+from lt_lightning.data.datamodule import LongTailDataModule
+from lt_lightning.data.datasets import DATASETS, ArrayDataset, BaseSplits, ImageFileDataset, load_dataset
+from lt_lightning.data.samplers import (
+    SAMPLERS,
+    ClassBalancedSampler,
+    InstanceSampler,
+    LongTailSampler,
+    ProgressiveSampler,
+    ReversedSampler,
+    SquareRootSampler,
+    create_sampler,
+)
+from lt_lightning.data.subsets import long_tail_indices
+
+__all__ = [
+    "DATASETS",
+    "SAMPLERS",
+    "ArrayDataset",
+    "BaseSplits",
+    "ClassBalancedSampler",
+    "ImageFileDataset",
+    "InstanceSampler",
+    "LongTailDataModule",
+    "LongTailSampler",
+    "ProgressiveSampler",
+    "ReversedSampler",
+    "SquareRootSampler",
+    "create_sampler",
+    "load_dataset",
+    "long_tail_indices",
+]

@@ -1,0 +1,215 @@
+"""``LongTailDataModule``: a reproducible long-tailed split of a real dataset, with its samplers.
+
+The split is built in ``__init__`` so that ``class_counts`` (the one source of truth every loss, sampler and
+callback reads) exists before the model is built: the CLI links it into the model with
+``link_arguments(..., apply_on="instantiate")`` and plain Python passes ``dm.class_counts``.
+
+Example:
+    >>> dm = LongTailDataModule("digits", imbalance_ratio=10)
+    >>> dm.class_counts
+    (134, 103, 80, 62, 48, 37, 28, 22, 17, 13)
+    >>> dm.num_classes, len(dm.test_set)
+    (10, 400)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
+from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSampler, create_sampler
+from lt_lightning.data.subsets import long_tail_indices
+from lt_lightning.data.transforms import default_transforms
+from lt_lightning.profiles import PROFILES, make_class_counts
+
+log = logging.getLogger(__name__)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class LongTailDataModule(L.LightningDataModule):
+    """Long-tailed training split + balanced test (and optional validation) sets of a named dataset.
+
+    Args:
+        dataset: base dataset name (``digits`` — embedded, no download —, ``mnist``, ``fashion_mnist``, ``kmnist``,
+            ``cifar10``, ``cifar100``, ``gtsrb``, ``k49``, ``imagefolder``, ``npz``).
+        root: directory holding the dataset files (a file path for ``npz``).
+        download: fetch missing files with torchvision's downloader (needs network).
+        profile: ``exponential``, ``step``, ``zipf`` or ``none`` (natural distribution).
+        imbalance_ratio: rho = n_max / n_min >= 1 (``exponential`` and ``step``).
+        head_size: images in the largest class; default: the most every class can supply without reuse.
+        zipf_exponent: Zipf exponent ``a`` > 0 (``zipf``).
+        zipf_min: smallest class size (``zipf``).
+        class_order: ``label`` (label 0 is the head) or ``random`` (seeded by ``subset_seed``).
+        fill_short_classes: reuse images (cyclically) for classes shorter than their target (K49-LT recipe).
+        subset_seed: seed of which images are kept; independent of the training seed.
+        val_per_class: balanced validation images per class, taken from the images the profile left unused.
+            0 (default) validates on the test set, as the reference code does.
+        batch_size: training batch size; ``eval_batch_size`` defaults to it.
+        num_workers: DataLoader workers.
+        sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
+            (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer).
+        sampler_seed: base seed of the sampler (epoch ``e`` draws with ``sampler_seed + e``).
+        image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
+        train_transform: replaces the default training transform (receives a uint8 CHW tensor).
+        eval_transform: replaces the default validation / test transform.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        root: str | Path = "data",
+        download: bool = False,
+        profile: Literal["exponential", "step", "zipf", "none"] = "exponential",
+        imbalance_ratio: float = 10.0,
+        head_size: int | None = None,
+        zipf_exponent: float = 2.0,
+        zipf_min: int = 5,
+        class_order: Literal["label", "random"] = "label",
+        fill_short_classes: bool = False,
+        subset_seed: int = 0,
+        val_per_class: int = 0,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        sampler: str = "instance",
+        sampler_seed: int = 0,
+        image_size: int | None = None,
+        train_transform: Callable | None = None,
+        eval_transform: Callable | None = None,
+    ) -> None:
+        super().__init__()
+        # Validate names and numbers where they enter, before any file is read.
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.eval_batch_size = (
+            self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
+        )
+        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self.sampler_name = sampler
+        self.sampler_seed = _check_int("sampler_seed", sampler_seed, 0)
+        if head_size is not None:
+            _check_int("head_size", head_size, 1)
+        if image_size is not None:
+            _check_int("image_size", image_size, 1)
+        _check_int("val_per_class", val_per_class, 0)
+        if profile in ("exponential", "step") and not (
+            isinstance(imbalance_ratio, int | float | np.integer | np.floating)
+            and np.isfinite(imbalance_ratio)
+            and imbalance_ratio >= 1
+        ):
+            raise ValueError(f"imbalance_ratio must be a finite number >= 1 (n_max / n_min), got {imbalance_ratio!r}")
+        if profile == "zipf" and not (
+            isinstance(zipf_exponent, int | float | np.integer | np.floating) and zipf_exponent > 0
+        ):
+            raise ValueError(f"zipf_exponent must be a number > 0, got {zipf_exponent!r}")
+        self.save_hyperparameters(ignore=["train_transform", "eval_transform"])
+
+        base = load_dataset(dataset, root, download=download)
+        available = np.bincount(base.train.targets, minlength=base.num_classes)
+        if head_size is None and profile != "none":
+            head_size = int(available.min()) - val_per_class
+            if head_size < 1:
+                raise ValueError(
+                    f"val_per_class must be < {int(available.min())} (the smallest class of the {dataset} training "
+                    f"pool) to leave training images, got {val_per_class}"
+                )
+        counts = make_class_counts(
+            profile,
+            available,
+            imbalance_ratio=imbalance_ratio,
+            head_size=head_size,
+            zipf_exponent=zipf_exponent,
+            zipf_min=zipf_min,
+            class_order=class_order,
+            seed=subset_seed,
+        )
+        if profile == "none" and val_per_class:
+            counts = tuple(int(c) - val_per_class for c in counts)
+        train_idx, val_idx = long_tail_indices(
+            base.train.targets, counts, subset_seed, val_per_class=val_per_class, fill_short_classes=fill_short_classes
+        )
+
+        default_train, default_eval = default_transforms(dataset, base.mean, base.std, image_size or _fixed_size(base))
+        # ``is None``, not ``or``: a user transform may be falsy (an empty nn.Sequential has len 0).
+        self.train_transform = default_train if train_transform is None else train_transform
+        self.eval_transform = default_eval if eval_transform is None else eval_transform
+        self.class_counts: tuple[int, ...] = tuple(int(c) for c in counts)
+        self.class_names: tuple[str, ...] = tuple(base.class_names)
+        self.num_classes: int = base.num_classes
+        self.in_chans: int = base.channels
+        self.train_set: LabeledImages = base.train.subset(train_idx, transform=self.train_transform)
+        self.test_set: LabeledImages = base.test.subset(np.arange(len(base.test)), transform=self.eval_transform)
+        self.val_set: LabeledImages = (
+            base.train.subset(val_idx, transform=self.eval_transform) if val_per_class else self.test_set
+        )
+        log.info(self.summary())
+
+    def summary(self) -> str:
+        """One line describing the built split."""
+        counts = self.class_counts
+        hp = self.hparams
+        return (
+            f"{hp.dataset}-LT ({hp.profile}): {self.num_classes} classes, {sum(counts)} training images, "
+            f"head {max(counts)}, tail {min(counts)}, ratio {max(counts) / min(counts):.1f}, "
+            f"val {len(self.val_set)}{' (= test)' if self.val_set is self.test_set else ''}, test {len(self.test_set)}"
+        )
+
+    @property
+    def train_targets(self) -> np.ndarray:
+        """Labels of the training subset (what samplers draw from)."""
+        return self.train_set.targets
+
+    def build_sampler(self, name: str | None = None) -> LongTailSampler:
+        """A fresh training sampler by name (default: the configured one)."""
+        name = self.sampler_name if name is None else name
+        kwargs = {}
+        if SAMPLERS.get(name) is ProgressiveSampler:
+            # Balanced at the last epoch (T = max_epochs - 1); without a trainer, or for endless training
+            # (max_epochs None / -1), keep the sampler's own default T.
+            max_epochs = getattr(self.trainer, "max_epochs", None)
+            if max_epochs is not None and max_epochs >= 1:
+                kwargs["total_epochs"] = max(int(max_epochs) - 1, 1)
+        return create_sampler(name, self.train_targets, seed=self.sampler_seed, num_classes=self.num_classes, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=self.build_sampler(),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _eval_loader(self, dataset: LabeledImages) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+
+def _fixed_size(base) -> int | None:
+    # Datasets of varying image size need a resize to batch; 32 matches the CIFAR-style backbones.
+    return None if base.image_size else 32

@@ -1,0 +1,78 @@
+"""Epoch schedules of the two-stage methods, as pure functions of the 0-indexed epoch.
+
+Because each value depends only on the epoch, a run resumed from a checkpoint on either side of a switch computes
+exactly what an uninterrupted run would, and every DDP rank agrees without communication.
+
+Deferred re-weighting (DRW, LDAM ``cifar_train.py:199-206``, METHODS.md §3.5)::
+
+    beta(epoch) = beta_k for the last stage (start_k, beta_k) with start_k <= epoch;  0 before the first stage
+    w(epoch)    = class-balanced weights of that beta, normalised to sum to C        (beta = 0 -> all ones)
+
+The official recipe is one stage ``(160, 0.9999)`` for 200 epochs: ``idx = epoch // 160``.
+
+Example:
+    >>> deferred_beta(159, [(160, 0.9999)]), deferred_beta(160, [(160, 0.9999)])
+    (0.0, 0.9999)
+    >>> [round(w, 4) for w in deferred_class_weights(170, (5000, 50), [(160, 0.9999)]).tolist()]
+    [0.025, 1.975]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from lt_lightning.functional.weights import effective_number_weights
+
+Stages = Sequence[tuple[int, float]]
+
+
+def default_switch_epoch(max_epochs: int, fraction: float = 0.8) -> int:
+    """The deferral epoch as a fraction of the run: ``round(0.8 * 200) = 160`` (0-indexed), the CIFAR-LT recipe.
+
+    Example:
+        >>> default_switch_epoch(200), default_switch_epoch(50), default_switch_epoch(30)
+        (160, 40, 24)
+    """
+    if not (isinstance(max_epochs, int) and max_epochs >= 1):
+        raise ValueError(f"max_epochs must be an integer >= 1 to place the switch, got {max_epochs!r}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    return round(fraction * max_epochs)
+
+
+def check_stages(stages: Stages) -> tuple[tuple[int, float], ...]:
+    """Validate ``[(start_epoch, beta), ...]``: epochs >= 0 and strictly increasing, each beta in [0, 1)."""
+    checked = []
+    for item in stages:
+        try:
+            epoch, beta = item
+        except (TypeError, ValueError):
+            raise ValueError(f"stages must be (epoch, beta) pairs, got {item!r}") from None
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"stage epoch must be an integer >= 0 (0-indexed), got {epoch!r}")
+        if not (isinstance(beta, int | float) and math.isfinite(beta) and 0 <= beta < 1):
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        if checked and epoch <= checked[-1][0]:
+            raise ValueError(f"stage epochs must increase strictly, got {[e for e, _ in stages]}")
+        checked.append((int(epoch), float(beta)))
+    if not checked:
+        raise ValueError("stages must hold at least one (epoch, beta) pair")
+    return tuple(checked)
+
+
+def deferred_beta(epoch: int, stages: Stages) -> float:
+    """The beta in force at a 0-indexed epoch: that of the last stage started, 0.0 (unweighted) before any."""
+    beta = 0.0
+    for start, stage_beta in stages:
+        if epoch >= start:
+            beta = stage_beta
+    return beta
+
+
+def deferred_class_weights(epoch: int, class_counts: Sequence[int], stages: Stages) -> Tensor:
+    """Per-class weights at a 0-indexed epoch: all ones before the first stage, then class-balanced weights
+    (effective number, normalised to sum to C) with the stage's beta."""
+    return effective_number_weights(class_counts, deferred_beta(epoch, stages))
