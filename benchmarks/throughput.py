@@ -121,14 +121,18 @@ def main() -> None:
         light.append(lightning_loop(args.steps, args.warmup, args.device, args.precision))
     ratios = [b / a for a, b in zip(plain, light, strict=True)]
     p, li = statistics.median(plain), statistics.median(light)
-    print(f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "
-          f"steps={args.steps} warmup={args.warmup} repeats={args.repeats}")
+    print(
+        f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "
+        f"steps={args.steps} warmup={args.warmup} repeats={args.repeats}"
+    )
     print("| loop | s/step (median) | images/s |")
     print("|---|---|---|")
     print(f"| plain PyTorch | {p:.4f} | {BATCH / p:.0f} |")
     print(f"| LongTailClassifier + Trainer | {li:.4f} | {BATCH / li:.0f} |")
-    print(f"ratio Lightning / plain (median of {args.repeats} paired runs): {statistics.median(ratios):.3f} "
-          f"(runs: {', '.join(f'{r:.3f}' for r in ratios)}; target <= 1.10)")
+    print(
+        f"ratio Lightning / plain (median of {args.repeats} paired runs): {statistics.median(ratios):.3f} "
+        f"(runs: {', '.join(f'{r:.3f}' for r in ratios)}; target <= 1.10)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,11 +42,11 @@ def _check_ratio(imbalance_ratio: float) -> None:
         )
 
 
-def _check_no_empty(counts: np.ndarray, profile: str) -> tuple[int, ...]:
+def _check_no_empty(counts: np.ndarray, profile: str, given: str = "") -> tuple[int, ...]:
     if (counts < 1).any():
         empty = np.flatnonzero(counts < 1).tolist()
         raise ValueError(
-            f"profile {profile!r} leaves classes at ranks {empty} with 0 samples "
+            f"profile {profile!r}{given} leaves classes at ranks {empty} with 0 samples "
             f"(counts {counts.tolist()}); lower imbalance_ratio or raise head_size"
         )
     return tuple(int(c) for c in counts)
@@ -68,7 +68,7 @@ def exponential_profile(head_size: float, num_classes: int, imbalance_ratio: flo
     # The reference computes imb_factor ** (i / (C - 1)) with imb_factor = 1 / rho; same float path here.
     exponents = np.arange(num_classes, dtype=np.float64) / (num_classes - 1.0)
     counts = np.floor(float(head_size) * (1.0 / float(imbalance_ratio)) ** exponents).astype(np.int64)
-    return _check_no_empty(counts, "exponential")
+    return _check_no_empty(counts, "exponential", f" with head_size={head_size}, imbalance_ratio={imbalance_ratio}")
 
 
 def step_profile(
@@ -88,7 +88,7 @@ def step_profile(
         raise ValueError(f"num_head_classes must be an integer in [0, {num_classes}], got {num_head_classes!r}")
     counts = np.full(num_classes, int(float(head_size) / float(imbalance_ratio)), dtype=np.int64)
     counts[:n_head] = int(head_size)
-    return _check_no_empty(counts, "step")
+    return _check_no_empty(counts, "step", f" with head_size={head_size}, imbalance_ratio={imbalance_ratio}")
 
 
 def zipf_profile(head_size: float, num_classes: int, exponent: float = 2.0, minimum: int = 5) -> tuple[int, ...]:

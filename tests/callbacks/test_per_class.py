@@ -214,7 +214,12 @@ def test_test_run_logs_hand_computed_values_and_writes_csv(tmp_path):
         # every class has > 20 and <= 1000 training images except yak: no many class at all
         (CLASS_COUNTS, 1000, 10, {"many_acc": math.nan, "medium_acc": (0.75 + 0.6) / 2, "few_acc": 0.5}),
         # all classes above 100: medium and few are empty
-        ((500, 300, 200, 150), 100, 20, {"many_acc": (0.75 + 0.6 + 0.5) / 3, "medium_acc": math.nan, "few_acc": math.nan}),
+        (
+            (500, 300, 200, 150),
+            100,
+            20,
+            {"many_acc": (0.75 + 0.6 + 0.5) / 3, "medium_acc": math.nan, "few_acc": math.nan},
+        ),
     ],
 )
 def test_empty_shot_group_is_nan(tmp_path, class_counts, many_threshold, few_threshold, expected):
@@ -308,14 +313,19 @@ def test_logits_with_the_wrong_number_of_columns_raise(tmp_path):
 def test_dict_batch_without_logits_and_target_raises_type_error(tmp_path, step_returns):
     trainer = make_trainer(tmp_path, PerClassAccuracy(CLASS_COUNTS))
     model = DictBatchClassifier(SAMPLES, step_returns=step_returns)
-    with pytest.raises(TypeError, match=r"expects batches \(inputs, targets, \.\.\.\).*'logits'.*got a batch of type dict"):
+    with pytest.raises(
+        TypeError, match=r"expects batches \(inputs, targets, \.\.\.\).*'logits'.*got a batch of type dict"
+    ):
         trainer.test(model, dataloaders=DataLoader(DictBatches(), batch_size=4), verbose=False)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"class_counts": (10, 0, 5)}, r"class_counts must be a non-empty sequence of positive integers, got \(10, 0, 5\)"),
+        (
+            {"class_counts": (10, 0, 5)},
+            r"class_counts must be a non-empty sequence of positive integers, got \(10, 0, 5\)",
+        ),
         ({"class_counts": ()}, "class_counts must be a non-empty sequence of positive integers"),
         ({"class_counts": (10, 5, 1), "class_names": ("a", "b")}, "class_names has 2 entries but class_counts has 3"),
         ({"many_threshold": 10, "few_threshold": 20}, "few_threshold must be <= many_threshold"),
@@ -441,14 +451,14 @@ def _fit(tmp_path: Path, **trainer_kwargs) -> tuple[dict[str, float], list[dict[
 @pytest.mark.timeout(120)
 def test_two_process_ddp_equals_single_process_exactly(tmp_path):
     single, single_rows = _fit(tmp_path / "single")
-    assert [int(r["support"]) for r in single_rows] == list(DDP_SUPPORT := DDP_EXPECTED_SUPPORT)
+    assert [int(r["support"]) for r in single_rows] == list(DDP_EXPECTED_SUPPORT)
     for name, value in zip(NAMES, DDP_EXPECTED_PER_CLASS, strict=True):
         assert single[f"val/per_class/acc_{name}"] == pytest.approx(value, abs=1e-6)
 
     # output_dir=None: the CSV/PNG directory comes from trainer.log_dir, a collective under DDP
     ddp, ddp_rows = _fit(tmp_path / "ddp", devices=2, strategy="ddp_spawn")
     assert ddp_rows == single_rows  # written by rank 0, padded duplicate of sample 0 dropped
-    assert sum(int(r["support"]) for r in ddp_rows) == sum(DDP_SUPPORT) == 21
+    assert sum(int(r["support"]) for r in ddp_rows) == sum(DDP_EXPECTED_SUPPORT) == 21
     assert ddp.keys() == single.keys() and len(ddp) == 9
     for key, value in single.items():
         assert ddp[key] == value, key  # exactly, not approximately

@@ -10,18 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
-from tests.data.fake_data import (
-    idx_bytes,
-    to_cifar_rows,
-    write_cifar10,
-    write_cifar100,
-    write_cifar_pickle,
-    write_gtsrb,
-    write_imagefolder,
-    write_k49,
-    write_mnist,
-    write_npz,
-)
 from torchvision.transforms import v2
 
 from lt_lightning.data import readers
@@ -34,6 +22,18 @@ from lt_lightning.data.datasets import (
     ImageFileDataset,
     LabeledImages,
     load_dataset,
+)
+from tests.data.fake_data import (
+    idx_bytes,
+    to_cifar_rows,
+    write_cifar10,
+    write_cifar100,
+    write_cifar_pickle,
+    write_gtsrb,
+    write_imagefolder,
+    write_k49,
+    write_mnist,
+    write_npz,
 )
 
 
@@ -439,3 +439,18 @@ def test_npz_errors(tmp_path):
     np.savez(path, **arrays, class_names=np.array(["a", "b"]))
     with pytest.raises(ValueError, match=r"y_train in .*d.npz has labels \[2\], accepted: labels in \[0, 2\)"):
         load_dataset("npz", path)
+
+
+def test_unreadable_class_directory_is_named(tmp_path, monkeypatch):
+    # Permissions cannot be tested as root, so the OS error is simulated where the folder is listed.
+    write_imagefolder(tmp_path, n_per_class=1)
+    real = readers.list_images
+
+    def deny(directory, *args, **kwargs):
+        if directory.name == "dog":
+            raise PermissionError(13, "Permission denied")
+        return real(directory, *args, **kwargs)
+
+    monkeypatch.setattr(readers, "list_images", deny)
+    with pytest.raises(ValueError, match=r"class directory .*train/dog cannot be read: Permission denied"):
+        load_dataset("imagefolder", tmp_path)

@@ -26,8 +26,15 @@ def tiny_loader(n=24, classes=3, seed=0):
 
 
 def trainer(tmp_path, **kw):
-    defaults = dict(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    defaults = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     return L.Trainer(**{**defaults, **kw})
 
 
@@ -77,7 +84,8 @@ def test_default_recipe_sgd_and_schedule(tmp_path):
 
 def test_injected_optimizer_and_scheduler_are_used(tmp_path):
     model = LongTailClassifier(
-        COUNTS, in_chans=1,
+        COUNTS,
+        in_chans=1,
         optimizer=lambda p: torch.optim.Adam(p, lr=0.005),
         lr_scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3),
     )

@@ -30,7 +30,9 @@ LOSS_ATTRS = ("loss_module", "criterion", "loss")
 
 
 def _check_start(start_epoch: int | None) -> int | None:
-    if start_epoch is not None and (isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0):
+    if start_epoch is not None and (
+        isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0
+    ):
         raise ValueError(f"start_epoch must be an integer >= 0 (0-indexed) or None, got {start_epoch!r}")
     return start_epoch
 
@@ -89,7 +91,9 @@ class DeferredReweighting(Callback):
         class_counts: Sequence[int] | None = None,
         loss_attr: str | None = None,
     ) -> None:
-        self.start_epoch = _check_start(start_epoch)
+        # The configured values stay apart from the resolved ones, so that a callback reused with another
+        # Trainer (other max_epochs) or module (other counts) resolves afresh instead of keeping the first fit's.
+        self._start_epoch_arg = self.start_epoch = _check_start(start_epoch)
         check_stages([(0, beta)])  # beta in [0, 1)
         self.beta = float(beta)
         self.stages = check_stages(stages) if stages is not None else None
@@ -97,6 +101,7 @@ class DeferredReweighting(Callback):
             raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction!r}")
         self.start_fraction = start_fraction
         self.class_counts = tuple(int(c) for c in class_counts) if class_counts is not None else None
+        self._class_counts_arg = self.class_counts
         self.loss_attr = loss_attr
         self._loss = None
 
@@ -120,15 +125,20 @@ class DeferredReweighting(Callback):
             return
         self._loss = find_loss(pl_module, self.loss_attr)
         if self.stages is None:
-            self.start_epoch = _resolve_start(self.start_epoch, self.start_fraction, trainer, "DeferredReweighting")
+            self.start_epoch = _resolve_start(
+                self._start_epoch_arg, self.start_fraction, trainer, "DeferredReweighting"
+            )
         elif trainer.max_epochs is not None and self.stages[0][0] >= trainer.max_epochs >= 1:
             rank_zero_warn(f"DeferredReweighting: the first stage starts at epoch {self.stages[0][0]} >= max_epochs")
+        self.class_counts = self._class_counts_arg
         if self.class_counts is None:
             counts = getattr(self._loss, "class_counts", None)
             for source in (trainer.datamodule, pl_module):
                 counts = counts if counts is not None else getattr(source, "class_counts", None)
             if counts is None:
-                raise ValueError("DeferredReweighting needs class_counts: pass them, or expose class_counts on the loss")
+                raise ValueError(
+                    "DeferredReweighting needs class_counts: pass them, or expose class_counts on the loss"
+                )
             self.class_counts = tuple(int(c) for c in (counts.tolist() if torch.is_tensor(counts) else counts))
 
     @override
@@ -141,7 +151,10 @@ class DeferredReweighting(Callback):
 
 def find_long_tail_sampler(loader) -> LongTailSampler | None:
     """The ``LongTailSampler`` behind a DataLoader, looking through Lightning's ``DistributedSamplerWrapper``."""
-    for candidate in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+    for candidate in (
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
         # DistributedSamplerWrapper keeps the user's sampler in a _DatasetSamplerWrapper held as `.dataset`.
         inner = getattr(getattr(candidate, "dataset", None), "_sampler", None)
         for sampler in (candidate, inner):
@@ -170,7 +183,7 @@ class DeferredResampling(Callback):
         start_fraction: float = 0.8,
         seed: int | None = None,
     ) -> None:
-        self.start_epoch = _check_start(start_epoch)
+        self._start_epoch_arg = self.start_epoch = _check_start(start_epoch)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if not 0 < start_fraction <= 1:
@@ -182,11 +195,12 @@ class DeferredResampling(Callback):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self.start_epoch = _resolve_start(self.start_epoch, self.start_fraction, trainer, "DeferredResampling")
+            self.start_epoch = _resolve_start(self._start_epoch_arg, self.start_fraction, trainer, "DeferredResampling")
 
     @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The train loader exists from here on; the first epoch's sampler iterator is created after this hook.
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every epoch, not once: reload_dataloaders_every_n_epochs builds a new loader (and sampler) before this
+        # hook, which would silently drop the switch. The epoch's sampler iterator is created after this hook.
         base = find_long_tail_sampler(trainer.train_dataloader)
         if base is None:
             raise TypeError(
@@ -194,6 +208,9 @@ class DeferredResampling(Callback):
                 f"(got {type(getattr(trainer.train_dataloader, 'sampler', None)).__name__}); use LongTailDataModule, "
                 "or build your loader with sampler=InstanceSampler(targets)"
             )
+        deferred = base.deferred
+        if deferred is not None and deferred[0] == self.start_epoch and type(deferred[1]) is SAMPLERS[self.sampler]:
+            return  # already attached to this loader's sampler
         later = create_sampler(
             self.sampler,
             base.targets,

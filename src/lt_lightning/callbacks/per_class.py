@@ -23,7 +23,7 @@ prints a compact table after the last validation of fit and after test.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ class PerClassAccuracy(Callback):
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.metrics: dict[str, PerClassAccuracyMetric] = {}
         self.last_rows: dict[str, list[dict]] = {}
-        self._index_cache: dict[int, list[int] | None] = {}
+        self._index_cache: dict[int, list[list[int]]] = {}
 
     # ------------------------------------------------------------------ set-up
     @override
@@ -109,18 +109,28 @@ class PerClassAccuracy(Callback):
         metric.update(logits.detach(), target, indices=indices)
 
     def _batch_indices(self, trainer, key: str, batch_idx: int, dl_idx: int, size: int) -> torch.Tensor | None:
-        """Dataset indices of this batch when a DistributedSampler may have padded the set, else None."""
+        """Dataset indices of this batch when a DistributedSampler may have padded the set, else None.
+
+        The indices come from the loader's own batch sampler (materialised once per evaluation), so any batch size or
+        custom batch sampler over a ``DistributedSampler`` works.
+        """
         loaders = trainer.val_dataloaders if key == "validate" else trainer.test_dataloaders
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
         loader = loaders[dl_idx] if isinstance(loaders, list | tuple) else loaders
-        sampler = getattr(loader, "sampler", None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        sampler = getattr(batch_sampler, "sampler", None)
         if not isinstance(sampler, DistributedSampler) or sampler.num_replicas == 1:
             return None
-        cache_key = id(sampler)
+        cache_key = id(batch_sampler)
         if cache_key not in self._index_cache:
-            self._index_cache[cache_key] = list(iter(sampler))
-        rank_indices = self._index_cache[cache_key]
-        start = batch_idx * loader.batch_size
-        return torch.tensor(rank_indices[start : start + size], dtype=torch.long)
+            self._index_cache[cache_key] = [list(batch) for batch in batch_sampler]
+        indices = self._index_cache[cache_key][batch_idx]
+        if len(indices) != size:
+            raise RuntimeError(
+                f"PerClassAccuracy: batch {batch_idx} has {size} samples but its sampler gave {len(indices)}"
+            )
+        return torch.tensor(indices, dtype=torch.long)
 
     @override
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:

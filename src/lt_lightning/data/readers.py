@@ -174,9 +174,16 @@ def read_class_tree(directory: Path, extensions: frozenset[str] = IMAGE_EXTENSIO
     """``{class folder name: its image paths}`` for every sub-folder of ``directory``, sorted by name.
 
     Raises:
-        ValueError: a class folder holds no image file (named), or ``directory`` has no class folder.
+        ValueError: a class folder holds no image file or cannot be read (named), or ``directory`` has no class
+            folder.
     """
-    classes = {d.name: list_images(d, extensions) for d in sorted(directory.iterdir()) if d.is_dir()}
+    classes = {}
+    for d in sorted(directory.iterdir()):
+        if d.is_dir():
+            try:
+                classes[d.name] = list_images(d, extensions)
+            except OSError as err:  # permissions, a broken mount: say which class folder
+                raise ValueError(f"class directory {d} cannot be read: {err.strerror or err}") from err
     if not classes:
         raise ValueError(f"{directory} has no class sub-folders")
     for name, paths in classes.items():
