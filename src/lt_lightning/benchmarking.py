@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ def run_method(
 ) -> dict[str, float]:
     """Train ``method`` on the split ``data_kwargs`` with ``seed`` (training seed AND subset seed), test the final
     model (no model selection on the test set), and return the test metrics plus the median step time."""
+    # Reports (CSV, plot) of throw-away runs go to a temporary folder unless asked for.
+    default_root_dir = default_root_dir or tempfile.mkdtemp(prefix="lt_bench_")
     L.seed_everything(seed, workers=True, verbose=False)
     dm = LongTailDataModule(**{**data_kwargs, "subset_seed": seed, "sampler_seed": seed})
     model, callbacks = method.build(dm.class_counts, dm.in_chans, max_epochs)
