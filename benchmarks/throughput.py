@@ -38,19 +38,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(steps: int, warmup: int, device: str, precision: str) -> float:
-    """Seconds per step of a hand-written loop (the baseline)."""
+def plain_loop(steps: int, warmup: int, device: str, precision: str) -> list[float]:
+    """Per-step seconds of a hand-written loop (the baseline)."""
     torch.manual_seed(0)
     model = resnet32(num_classes=10, head="cosine").to(device)
     criterion = LDAMLoss(COUNTS).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
     autocast = precision == "bf16-mixed"
     model.train()
-    start = None
-    for i, (x, y) in enumerate(make_loader(steps + warmup, device)):
-        if i == warmup:
-            sync(device)
-            start = time.perf_counter()
+    starts = []
+    for x, y in make_loader(steps + warmup, device):
+        sync(device)
+        starts.append(time.perf_counter())
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
             loss = criterion(model(x), y)
@@ -58,28 +57,32 @@ def plain_loop(steps: int, warmup: int, device: str, precision: str) -> float:
         loss.backward()
         opt.step()
     sync(device)
-    return (time.perf_counter() - start) / steps
+    starts.append(time.perf_counter())
+    return intervals(starts, warmup)
+
+
+def intervals(starts: list[float], warmup: int) -> list[float]:
+    """Durations between consecutive iteration starts, after the warm-up steps."""
+    return [b - a for a, b in zip(starts[warmup:], starts[warmup + 1 :], strict=False)]
 
 
 class StepTimer(L.Callback):
-    """Wall time from the first steady-state batch to the end of the last one."""
+    """Start time of every training iteration (and the end of the last one)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.start = self.end = 0.0
+    def __init__(self) -> None:
+        self.starts: list[float] = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
-            sync(pl_module.device.type)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         sync(pl_module.device.type)
-        self.end = time.perf_counter()
+        self.starts.append(time.perf_counter())
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        sync(pl_module.device.type)
+        self.starts.append(time.perf_counter())
 
 
-def lightning_loop(steps: int, warmup: int, device: str, precision: str) -> float:
-    """Seconds per step of LongTailClassifier.fit on the same model, loss, optimizer and data."""
+def lightning_loop(steps: int, warmup: int, device: str, precision: str) -> list[float]:
+    """Per-step seconds of LongTailClassifier.fit on the same model, loss, optimizer and data."""
     torch.manual_seed(0)
     model = LongTailClassifier(
         COUNTS,
@@ -88,7 +91,7 @@ def lightning_loop(steps: int, warmup: int, device: str, precision: str) -> floa
         optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=2e-4),
         lr_scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0),
     )
-    timer = StepTimer(warmup)
+    timer = StepTimer()
     trainer = L.Trainer(
         accelerator=device,
         devices=1,
@@ -102,7 +105,7 @@ def lightning_loop(steps: int, warmup: int, device: str, precision: str) -> floa
         callbacks=[timer],
     )
     trainer.fit(model, train_dataloaders=make_loader(steps + warmup, device))
-    return (timer.end - timer.start) / steps
+    return intervals(timer.starts, warmup)
 
 
 def main() -> None:
@@ -115,11 +118,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
-    plain, light = [], []
+    plain, light, ratios = [], [], []
     for _ in range(args.repeats):  # alternate, so drifts in machine load hit both sides alike
-        plain.append(plain_loop(args.steps, args.warmup, args.device, args.precision))
-        light.append(lightning_loop(args.steps, args.warmup, args.device, args.precision))
-    ratios = [b / a for a, b in zip(plain, light, strict=True)]
+        p_steps = plain_loop(args.steps, args.warmup, args.device, args.precision)
+        l_steps = lightning_loop(args.steps, args.warmup, args.device, args.precision)
+        plain += p_steps
+        light += l_steps
+        ratios.append(statistics.median(l_steps) / statistics.median(p_steps))
     p, li = statistics.median(plain), statistics.median(light)
     print(
         f"device={args.device} precision={args.precision} threads={torch.get_num_threads()} "

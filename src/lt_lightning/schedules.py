@@ -76,3 +76,30 @@ def deferred_class_weights(epoch: int, class_counts: Sequence[int], stages: Stag
     """Per-class weights at a 0-indexed epoch: all ones before the first stage, then class-balanced weights
     (effective number, normalised to sum to C) with the stage's beta."""
     return effective_number_weights(class_counts, deferred_beta(epoch, stages))
+
+
+def bbn_alpha(epoch: int, max_epochs: int, form: str = "code") -> float:
+    """BBN's cumulative-learning weight of the conventional branch at a 0-indexed epoch (METHODS.md §4).
+
+    ``form="code"`` (the official ``combiner.py``), with T = epoch + 1 (1-indexed)::
+
+        alpha = 1 - ((T - 1) / T_div) ** 2,   T_div = max_epochs, except 100 * (max_epochs // 100 + 1) when
+                                              max_epochs is 90 or 180 (a quirk of the reference: alpha ends ~0.2)
+
+    ``form="paper"``: ``alpha = 1 - (T / max_epochs) ** 2`` (reaches exactly 0 at the last epoch).
+
+    Example:
+        >>> [round(bbn_alpha(t - 1, 200), 4) for t in (1, 50, 100, 160, 200)]
+        [1.0, 0.94, 0.755, 0.368, 0.01]
+        >>> round(bbn_alpha(199, 200, form="paper"), 4), round(bbn_alpha(179, 180), 4)
+        (0.0, 0.199)
+    """
+    if not (isinstance(max_epochs, int) and max_epochs >= 2):
+        raise ValueError(f"max_epochs must be an integer >= 2 for BBN's cumulative learning, got {max_epochs!r}")
+    if form not in ("code", "paper"):
+        raise ValueError(f"alpha form must be one of ['code', 'paper'], got {form!r}")
+    t = epoch + 1
+    if form == "paper":
+        return 1.0 - (min(t, max_epochs) / max_epochs) ** 2
+    divisor = 100 * (max_epochs // 100 + 1) if max_epochs in (90, 180) else max_epochs
+    return 1.0 - ((min(t, max_epochs) - 1) / divisor) ** 2

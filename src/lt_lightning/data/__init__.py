@@ -2,6 +2,7 @@
 
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.datasets import DATASETS, ArrayDataset, BaseSplits, ImageFileDataset, load_dataset
+from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import (
     SAMPLERS,
     ClassBalancedSampler,
@@ -24,6 +25,8 @@ __all__ = [
     "InstanceSampler",
     "LongTailDataModule",
     "LongTailSampler",
+    "PairedDataset",
+    "PairedSampler",
     "ProgressiveSampler",
     "ReversedSampler",
     "SquareRootSampler",

@@ -24,6 +24,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
+from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSampler, create_sampler
 from lt_lightning.data.subsets import long_tail_indices
 from lt_lightning.data.transforms import default_transforms
@@ -61,6 +62,8 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
             (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer).
         sampler_seed: base seed of the sampler (epoch ``e`` draws with ``sampler_seed + e``).
+        rebalancing_sampler: a second training stream (BBN: ``reversed``). When set, training batches are
+            ``(x, y, x_r, y_r)``: the first pair drawn by ``sampler``, the second by this one (seeded independently).
         image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
         train_transform: replaces the default training transform (receives a uint8 CHW tensor).
         eval_transform: replaces the default validation / test transform.
@@ -85,6 +88,7 @@ class LongTailDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sampler: str = "instance",
         sampler_seed: int = 0,
+        rebalancing_sampler: str | None = None,
         image_size: int | None = None,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
@@ -97,6 +101,11 @@ class LongTailDataModule(L.LightningDataModule):
             raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if rebalancing_sampler is not None and rebalancing_sampler not in SAMPLERS:
+            raise ValueError(
+                f"rebalancing_sampler must be one of {sorted(SAMPLERS)} or None, got {rebalancing_sampler!r}"
+            )
+        self.rebalancing_sampler = rebalancing_sampler
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.eval_batch_size = (
             self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
@@ -176,8 +185,8 @@ class LongTailDataModule(L.LightningDataModule):
         """Labels of the training subset (what samplers draw from)."""
         return self.train_set.targets
 
-    def build_sampler(self, name: str | None = None) -> LongTailSampler:
-        """A fresh training sampler by name (default: the configured one)."""
+    def build_sampler(self, name: str | None = None, seed_offset: int = 0) -> LongTailSampler:
+        """A fresh training sampler by name (default: the configured one), seeded ``sampler_seed + seed_offset``."""
         name = self.sampler_name if name is None else name
         kwargs = {}
         if SAMPLERS.get(name) is ProgressiveSampler:
@@ -186,13 +195,19 @@ class LongTailDataModule(L.LightningDataModule):
             max_epochs = getattr(self.trainer, "max_epochs", None)
             if max_epochs is not None and max_epochs >= 1:
                 kwargs["total_epochs"] = max(int(max_epochs) - 1, 1)
-        return create_sampler(name, self.train_targets, seed=self.sampler_seed, num_classes=self.num_classes, **kwargs)
+        seed = self.sampler_seed + seed_offset
+        return create_sampler(name, self.train_targets, seed=seed, num_classes=self.num_classes, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        dataset, sampler = self.train_set, self.build_sampler()
+        if self.rebalancing_sampler is not None:
+            # An odd offset keeps the second stream's per-epoch seeds (seed + 1 + e) apart from the first's.
+            second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
+            dataset, sampler = PairedDataset(self.train_set), PairedSampler(sampler, second)
         return DataLoader(
-            self.train_set,
+            dataset,
             batch_size=self.batch_size,
-            sampler=self.build_sampler(),
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -1,6 +1,7 @@
 """Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses."""
 
 from lt_lightning.methods.base import LongTailClassifier
+from lt_lightning.methods.bbn import BBN
 from lt_lightning.methods.drw import LDAMDRW
 
-__all__ = ["LDAMDRW", "LongTailClassifier"]
+__all__ = ["BBN", "LDAMDRW", "LongTailClassifier"]

@@ -157,6 +157,11 @@ class CifarResNet(Backbone):
             x = block(x)
         return x
 
+    @property
+    def last_block(self) -> nn.Module:
+        """The last block, i.e. ``self.layer3[-1]`` (BBN's conventional branch)."""
+        return self.layer3[-1]
+
     def make_branch(self) -> BasicBlock:
         """A freshly (Kaiming) initialised block with the configuration of ``layer3[-1]``.
 

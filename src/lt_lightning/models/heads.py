@@ -101,9 +101,21 @@ class Backbone(nn.Module):
 
     @property
     def supports_split(self) -> bool:
-        """Whether this backbone implements :meth:`forward_trunk` and :meth:`make_branch`."""
+        """Whether this backbone implements :meth:`forward_trunk`, :meth:`make_branch` and :attr:`last_block`."""
         cls = type(self)
-        return cls.forward_trunk is not Backbone.forward_trunk and cls.make_branch is not Backbone.make_branch
+        return (
+            cls.forward_trunk is not Backbone.forward_trunk
+            and cls.make_branch is not Backbone.make_branch
+            and cls.last_block is not Backbone.last_block
+        )
+
+    @property
+    def last_block(self) -> nn.Module:
+        """The model's own last block (``forward_trunk`` output -> feature map); BBN uses it as one branch."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no trunk/branch split (forward_trunk/make_branch/last_block); "
+            "use a backbone that implements them, e.g. resnet32 or small_cnn"
+        )
 
     def forward_trunk(self, x: Tensor) -> Tensor:
         """Shared trunk: every layer but the last block, returning a feature map ``(B, C, H, W)``."""

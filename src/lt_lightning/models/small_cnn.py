@@ -77,6 +77,11 @@ class SmallCNN(Backbone):
             x = block(x)
         return x
 
+    @property
+    def last_block(self) -> nn.Module:
+        """The last block, i.e. ``self.blocks[-1]`` (BBN's conventional branch)."""
+        return self.blocks[-1]
+
     def make_branch(self) -> ConvBNReLU:
         """A freshly (Kaiming) initialised copy of the last conv block, sharing no parameters with the model."""
         branch = ConvBNReLU(2 * self.width, 2 * self.width)

@@ -1,0 +1,124 @@
+"""BBN: Bilateral-Branch Network with cumulative learning (Zhou et al., CVPR 2020), as the official code computes it.
+
+A shared trunk (the backbone without its last block) feeds two branches, each one block: the conventional branch
+(the backbone's own last block) sees uniformly sampled instances ``x_c``, the re-balancing branch (a fresh copy)
+sees instances ``x_r`` drawn by the reversed sampler (``P(class i) ∝ n_max / n_i``). With ``alpha`` the cumulative
+learning weight of the epoch (:func:`~lt_lightning.schedules.bbn_alpha`, official form by default)::
+
+    f_mix = 2 * concat(alpha * f_c(x_c), (1 - alpha) * f_r(x_r))        (factor 2 and concat: the official code)
+    z     = W f_mix + b                                                 (one classifier, one shared bias)
+    loss  = alpha * CE(z, y_c) + (1 - alpha) * CE(z, y_r)
+
+At inference both branches see the same image with equal weights: ``z = W concat(f_c(x), f_r(x)) + b`` (= alpha
+0.5 in the training formula). The two streams come from one DataLoader: ``LongTailDataModule(...,
+rebalancing_sampler="reversed")`` yields batches ``(x_c, y_c, x_r, y_r)``.
+
+Example:
+    >>> import torch
+    >>> model = BBN(class_counts=(50, 20, 5), backbone="small_cnn", in_chans=1)
+    >>> x = torch.zeros(2, 1, 8, 8)
+    >>> model.predict_logits(x).shape, model.mixed_logits(x, x, alpha=0.5).shape
+    (torch.Size([2, 3]), torch.Size([2, 3]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lt_lightning.methods.base import LongTailClassifier
+from lt_lightning.models import Backbone
+from lt_lightning.schedules import bbn_alpha
+
+
+class BBN(LongTailClassifier):
+    """Bilateral-branch network; a thin subclass of :class:`LongTailClassifier`.
+
+    Args:
+        class_counts: training images per class (linked from the datamodule by the CLI).
+        backbone: a backbone with a trunk/branch split (``forward_trunk``, ``last_block``, ``make_branch``):
+            ``resnet32`` (official CIFAR: trunk = layer3 with 4 blocks, branches = one BasicBlock each), ``resnet20``,
+            ``small_cnn``.
+        alpha_form: ``code`` (1 - ((T-1)/T_max)^2, the official combiner) or ``paper`` (1 - (T/T_max)^2).
+        **kwargs: any other ``LongTailClassifier`` argument (optimizer, lr_scheduler, loss, ...). The loss is plain
+            CE in the official runs.
+    """
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        backbone: str = "resnet32",
+        alpha_form: Literal["code", "paper"] = "code",
+        **kwargs: Any,
+    ) -> None:
+        if alpha_form not in ("code", "paper"):
+            raise ValueError(f"alpha_form must be one of ['code', 'paper'], got {alpha_form!r}")
+        super().__init__(class_counts, backbone=backbone, **kwargs)
+
+    def configure_backbone(self) -> Backbone:
+        net = super().configure_backbone()
+        if not net.supports_split:
+            raise TypeError(
+                f"BBN needs a backbone it can split into a trunk and two branches; {self.hparams.backbone!r} "
+                f"({type(net).__name__}) lacks forward_trunk / last_block / make_branch. Use resnet32, resnet20, "
+                "resnet44, resnet56 or small_cnn, or implement those three on your Backbone subclass"
+            )
+        # The backbone's own last block is the conventional branch; its head is replaced by BBN's classifier over
+        # both branches (removing the unused head also keeps DDP free of unused parameters).
+        net.head = nn.Identity()
+        self.rb_branch = net.make_branch()
+        self.classifier = nn.Linear(2 * net.num_features, self.num_classes, bias=True)
+        return net
+
+    # ----------------------------------------------------------------- the two branches
+    def conventional_features(self, x: Tensor) -> Tensor:
+        return self.backbone.forward_pool(self.backbone.last_block(self.backbone.forward_trunk(x)))
+
+    def rebalancing_features(self, x: Tensor) -> Tensor:
+        return self.backbone.forward_pool(self.rb_branch(self.backbone.forward_trunk(x)))
+
+    def mixed_logits(self, x_c: Tensor, x_r: Tensor, alpha: float) -> Tensor:
+        """Training logits: ``W 2 [alpha f_c(x_c), (1 - alpha) f_r(x_r)] + b`` (two trunk passes, one per stream)."""
+        mixed = torch.cat([alpha * self.conventional_features(x_c), (1 - alpha) * self.rebalancing_features(x_r)], 1)
+        return self.classifier(2 * mixed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inference: both branches on the same image, equal weights (the official ``feature_flag`` path)."""
+        return self.classifier(torch.cat([self.conventional_features(x), self.rebalancing_features(x)], 1))
+
+    # ----------------------------------------------------------------- schedule, data check, loss
+    def alpha(self, epoch: int | None = None) -> float:
+        """Cumulative-learning weight at a 0-indexed epoch (default: the current one); pure in the epoch."""
+        epoch = self.current_epoch if epoch is None else epoch
+        return bbn_alpha(epoch, self.trainer.max_epochs, self.hparams.alpha_form)
+
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is None or max_epochs <= 1:
+            raise ValueError(f"BBN's cumulative learning needs max_epochs >= 2, got {max_epochs!r}")
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and getattr(datamodule, "rebalancing_sampler", "unknown") is None:
+            raise ValueError(
+                "BBN needs the re-balancing stream: set the datamodule's rebalancing_sampler='reversed' "
+                "(YAML: data.init_args.rebalancing_sampler: reversed), so batches are (x_c, y_c, x_r, y_r)"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        self.log("bbn/alpha", self.alpha(), on_epoch=True, on_step=False)
+
+    def training_loss(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
+        if not isinstance(batch, list | tuple) or len(batch) < 4:
+            raise ValueError(
+                "BBN expects training batches (x_c, y_c, x_r, y_r) from two samplers; use "
+                "LongTailDataModule(rebalancing_sampler='reversed') or a loader over lt_lightning.data.PairedDataset"
+            )
+        x_c, y_c, x_r, y_r = batch[:4]
+        alpha = self.alpha()
+        logits = self.mixed_logits(x_c, x_r, alpha)
+        loss = alpha * self.criterion(logits, y_c) + (1 - alpha) * self.criterion(logits, y_r)
+        return loss, logits, y_c
