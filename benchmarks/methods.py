@@ -18,7 +18,7 @@ import json
 
 from lt_lightning.benchmarking import Method, compare, markdown_table
 from lt_lightning.callbacks import DeferredResampling, DeferredReweighting
-from lt_lightning.methods import LDAMDRW, LongTailClassifier
+from lt_lightning.methods import BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 
 def methods(backbone: str) -> dict[str, Method]:
@@ -34,12 +34,21 @@ def methods(backbone: str) -> dict[str, Method]:
     def ldam_drw(counts, in_chans, max_epochs):
         return LDAMDRW(counts, backbone=backbone, in_chans=in_chans), []
 
+    def ldam_drw_sam(counts, in_chans, max_epochs):
+        model = SAMClassifier(counts, backbone=backbone, in_chans=in_chans, loss="ldam", rho=0.8)
+        return model, [DeferredReweighting()]
+
+    def bbn(counts, in_chans, max_epochs):
+        return BBN(counts, backbone=backbone, in_chans=in_chans), []
+
     return {
         "CE": Method("CE", plain("ce")),
         "LDAM": Method("LDAM", plain("ldam")),
         "CE-DRW": Method("CE-DRW", plain("ce", DeferredReweighting)),
         "CE-DRS": Method("CE-DRS", plain("ce", DeferredResampling)),
         "LDAM-DRW": Method("LDAM-DRW", ldam_drw),
+        "BBN": Method("BBN", bbn, data={"rebalancing_sampler": "reversed"}),
+        "LDAM-DRW+SAM": Method("LDAM-DRW+SAM", ldam_drw_sam),
     }
 
 
@@ -52,7 +61,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=["CE", "LDAM", "CE-DRW", "CE-DRS", "LDAM-DRW"])
+    parser.add_argument("--methods", nargs="+", default=["CE", "LDAM", "CE-DRW", "CE-DRS", "LDAM-DRW", "BBN"])
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--json", help="also write the raw per-seed results here")
     args = parser.parse_args()

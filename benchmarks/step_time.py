@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lt_lightning.methods import LDAMDRW, LongTailClassifier
+from lt_lightning.methods import BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
 BATCH = 128
@@ -35,7 +35,13 @@ def constant(optimizer):
 METHODS = {
     "CE": lambda: LongTailClassifier(COUNTS, backbone="resnet32", loss="ce", optimizer=sgd, lr_scheduler=constant),
     "LDAM-DRW": lambda: LDAMDRW(COUNTS, drw_start_epoch=0, optimizer=sgd, lr_scheduler=constant),
+    "BBN": lambda: BBN(COUNTS, backbone="resnet32", optimizer=sgd, lr_scheduler=constant),
+    "CE+SAM": lambda: SAMClassifier(
+        COUNTS, backbone="resnet32", loss="ce", rho=0.1, optimizer=sgd, lr_scheduler=constant
+    ),
 }
+# Methods whose training batches carry two streams (x_c, y_c, x_r, y_r).
+PAIRED = {"BBN"}
 
 
 class Timer(L.Callback):
@@ -48,7 +54,7 @@ class Timer(L.Callback):
         self._t = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx >= self.warmup:
+        if batch_idx >= self.warmup and trainer.current_epoch == 0:
             self.times.append(time.perf_counter() - self._t)
 
 
@@ -57,11 +63,14 @@ def time_method(name: str, steps: int, warmup: int) -> float:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH * (steps + warmup), 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (len(x),), generator=g)
+    tensors = (x, y, x.flip(0), y.flip(0)) if name in PAIRED else (x, y)
     timer = Timer(warmup)
+    # max_epochs=2 keeps BBN's alpha schedule defined; max_steps stops after the one epoch of timed steps.
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        max_epochs=1,
+        max_epochs=2,
+        max_steps=steps + warmup,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -69,7 +78,7 @@ def time_method(name: str, steps: int, warmup: int) -> float:
         limit_val_batches=0,
         callbacks=[timer],
     )
-    trainer.fit(METHODS[name](), DataLoader(TensorDataset(x, y), batch_size=BATCH))
+    trainer.fit(METHODS[name](), DataLoader(TensorDataset(*tensors), batch_size=BATCH))
     return statistics.median(timer.times)
 
 

@@ -36,7 +36,7 @@ class Method:
 
     name: str
     build: MethodFactory
-    notes: str = ""
+    data: dict[str, Any] = field(default_factory=dict)  # datamodule overrides, e.g. BBN's rebalancing_sampler
 
 
 @dataclass
@@ -68,7 +68,7 @@ def run_method(
     # Reports (CSV, plot) of throw-away runs go to a temporary folder unless asked for.
     default_root_dir = default_root_dir or tempfile.mkdtemp(prefix="lt_bench_")
     L.seed_everything(seed, workers=True, verbose=False)
-    dm = LongTailDataModule(**{**data_kwargs, "subset_seed": seed, "sampler_seed": seed})
+    dm = LongTailDataModule(**{**data_kwargs, **method.data, "subset_seed": seed, "sampler_seed": seed})
     model, callbacks = method.build(dm.class_counts, dm.in_chans, max_epochs)
     report, timer = PerClassAccuracy(log_per_class=False, output_dir=default_root_dir), StepTimer()
     trainer = L.Trainer(

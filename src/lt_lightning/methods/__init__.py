@@ -3,5 +3,6 @@
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.methods.bbn import BBN
 from lt_lightning.methods.drw import LDAMDRW
+from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["BBN", "LDAMDRW", "LongTailClassifier"]
+__all__ = ["BBN", "LDAMDRW", "LongTailClassifier", "SAMClassifier"]

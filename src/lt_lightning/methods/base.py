@@ -182,17 +182,26 @@ class LongTailClassifier(L.LightningModule):
         self._log_eval("test", self.test_metrics)
 
     # ----------------------------------------------------------------- optimisation
-    def configure_optimizers(self) -> Any:
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over the trainable parameters: ``hparams``' callable, or the CIFAR-LT SGD by default.
+        Subclasses wrap it here (SAM) so that the LR schedule attaches to the wrapper."""
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_factory is None:
-            optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
-        else:
-            optimizer = self.optimizer_factory(params)
+            return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=2e-4)
+        return self.optimizer_factory(params)
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The per-epoch LR schedule: the injected callable, or warm-up + x0.01 at 80 % / 90 % of ``max_epochs``."""
         scheduler = (
             WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
         )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
             scheduler.max_epochs = self.trainer.max_epochs
+        return scheduler
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.build_optimizer()
+        scheduler = self.build_lr_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     @property
