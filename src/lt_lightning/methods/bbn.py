@@ -41,7 +41,8 @@ class BBN(LongTailClassifier):
         class_counts: training images per class (linked from the datamodule by the CLI).
         backbone: a backbone with a trunk/branch split (``forward_trunk``, ``last_block``, ``make_branch``):
             ``resnet32`` (official CIFAR: trunk = layer3 with 4 blocks, branches = one BasicBlock each), ``resnet20``,
-            ``small_cnn``.
+            ``small_cnn``, or a timm model of a family in ``lt_lightning.models.timm_backbone.SPLIT_FAMILIES``
+            (ResNet, RegNet, EfficientNet, ...: trunk = all but the last stage, branches = that stage and a twin).
         alpha_form: ``code`` (1 - ((T-1)/T_max)^2, the official combiner) or ``paper`` (1 - (T/T_max)^2).
         **kwargs: any other ``LongTailClassifier`` argument (optimizer, lr_scheduler, loss, ...). The loss is plain
             CE in the official runs.
@@ -64,7 +65,8 @@ class BBN(LongTailClassifier):
             raise TypeError(
                 f"BBN needs a backbone it can split into a trunk and two branches; {self.hparams.backbone!r} "
                 f"({type(net).__name__}) lacks forward_trunk / last_block / make_branch. Use resnet32, resnet20, "
-                "resnet44, resnet56 or small_cnn, or implement those three on your Backbone subclass"
+                "resnet44, resnet56, small_cnn, a timm model of lt_lightning.models.timm_backbone.SPLIT_FAMILIES "
+                "(e.g. resnet18, efficientnet_b0), or implement those three on your Backbone subclass"
             )
         # The backbone's own last block is the conventional branch; its head is replaced by BBN's classifier over
         # both branches (removing the unused head also keeps DDP free of unused parameters).
@@ -113,8 +115,9 @@ class BBN(LongTailClassifier):
 
     def training_loss(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         if not isinstance(batch, list | tuple) or len(batch) < 4:
+            got = f"{len(batch)} elements" if isinstance(batch, list | tuple) else type(batch).__name__
             raise ValueError(
-                "BBN expects training batches (x_c, y_c, x_r, y_r) from two samplers; use "
+                f"BBN expects training batches (x_c, y_c, x_r, y_r) from two samplers, got a batch of {got}; use "
                 "LongTailDataModule(rebalancing_sampler='reversed') or a loader over lt_lightning.data.PairedDataset"
             )
         x_c, y_c, x_r, y_r = batch[:4]

@@ -144,4 +144,3 @@ class SAMClassifier(LongTailClassifier):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-

@@ -212,7 +212,10 @@ class TimmBackbone(Backbone):
         return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
     def forward_trunk(self, x: Tensor) -> Tensor:
-        """The stem and every stage but the last: images ``(B, C, H, W)`` -> feature map ``(B, C', H', W')``."""
+        """The stem and every stage but the last: images ``(B, C, H, W)`` -> feature map ``(B, C', H', W')``.
+
+        timm's ``set_grad_checkpointing`` is not applied here (it only affects ``forward_features``).
+        """
         split = self._require_split("forward_trunk")
         for path in split.stem + split.stages[:-1]:
             x = self.model.get_submodule(path)(x)
