@@ -18,7 +18,7 @@ import json
 
 from lt_lightning.benchmarking import Method, compare, markdown_table
 from lt_lightning.callbacks import DeferredResampling, DeferredReweighting
-from lt_lightning.methods import BBN, LDAMDRW, LongTailClassifier, SAMClassifier
+from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 
 def methods(backbone: str) -> dict[str, Method]:
@@ -38,6 +38,10 @@ def methods(backbone: str) -> dict[str, Method]:
         model = SAMClassifier(counts, backbone=backbone, in_chans=in_chans, loss="ldam", rho=0.8)
         return model, [DeferredReweighting()]
 
+    def absgd_drw(counts, in_chans, max_epochs):
+        model = ABSGD(counts, backbone=backbone, in_chans=in_chans, loss="ce", lam=5.0, gamma=0.7, alpha=0.5)
+        return model, [DeferredReweighting()]
+
     def bbn(counts, in_chans, max_epochs):
         return BBN(counts, backbone=backbone, in_chans=in_chans), []
 
@@ -49,6 +53,7 @@ def methods(backbone: str) -> dict[str, Method]:
         "LDAM-DRW": Method("LDAM-DRW", ldam_drw),
         "BBN": Method("BBN", bbn, data={"rebalancing_sampler": "reversed"}),
         "LDAM-DRW+SAM": Method("LDAM-DRW+SAM", ldam_drw_sam),
+        "ABSGD+DRW": Method("ABSGD+DRW", absgd_drw),
     }
 
 

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lt_lightning.methods import BBN, LDAMDRW, LongTailClassifier, SAMClassifier
+from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
 BATCH = 128
@@ -35,6 +35,9 @@ def constant(optimizer):
 METHODS = {
     "CE": lambda: LongTailClassifier(COUNTS, backbone="resnet32", loss="ce", optimizer=sgd, lr_scheduler=constant),
     "LDAM-DRW": lambda: LDAMDRW(COUNTS, drw_start_epoch=0, optimizer=sgd, lr_scheduler=constant),
+    "ABSGD": lambda: ABSGD(
+        COUNTS, backbone="resnet32", loss="ce", switch_epoch=0, optimizer=sgd, lr_scheduler=constant
+    ),
     "BBN": lambda: BBN(COUNTS, backbone="resnet32", optimizer=sgd, lr_scheduler=constant),
     "CE+SAM": lambda: SAMClassifier(
         COUNTS, backbone="resnet32", loss="ce", rho=0.1, optimizer=sgd, lr_scheduler=constant

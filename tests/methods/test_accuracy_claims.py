@@ -13,7 +13,7 @@ import pytest
 
 from lt_lightning.benchmarking import Method, compare
 from lt_lightning.callbacks import DeferredReweighting
-from lt_lightning.methods import BBN, LDAMDRW, LongTailClassifier, SAMClassifier
+from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 SEEDS = (0, 1, 2)
 DATA = {"dataset": "digits", "imbalance_ratio": 50, "batch_size": 32}
@@ -34,6 +34,11 @@ def bbn(counts, in_chans, max_epochs):
 
 def ldam_drw_sam(counts, in_chans, max_epochs):
     model = SAMClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ldam", rho=0.8)
+    return model, [DeferredReweighting()]
+
+
+def absgd_drw(counts, in_chans, max_epochs):
+    model = ABSGD(counts, backbone="small_cnn", in_chans=in_chans, loss="ce", lam=5.0, gamma=0.7, alpha=0.5)
     return model, [DeferredReweighting()]
 
 
@@ -68,3 +73,13 @@ def test_sam_is_not_worse_than_ldam_drw(tmp_path):
     print(f"LDAM-DRW+SAM - LDAM-DRW balanced accuracy over seeds {SEEDS}: {100 * margin:+.2f} points")
     # "not worse": within one test image per class (0.25 points on 40 test images per class) or better
     assert margin >= -0.0025
+
+
+@pytest.mark.slow
+def test_absgd_with_drw_beats_ce_in_balanced_accuracy(tmp_path):
+    results = compare(
+        [Method("CE", ce), Method("ABSGD+DRW", absgd_drw)], SEEDS, EPOCHS, DATA, default_root_dir=str(tmp_path)
+    )
+    margin = mean_balanced(results["ABSGD+DRW"]) - mean_balanced(results["CE"])
+    print(f"ABSGD+DRW - CE balanced accuracy over seeds {SEEDS}: {100 * margin:+.2f} points")
+    assert margin > 0

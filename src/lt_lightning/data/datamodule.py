@@ -210,7 +210,7 @@ class LongTailDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset, sampler = self.train_set, self.build_sampler()
         if self.rebalancing_sampler is not None:
-            # An odd offset keeps the second stream's per-epoch seeds (seed + 1 + e) apart from the first's.
+            # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).
             second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
             dataset, sampler = PairedDataset(self.train_set), PairedSampler(sampler, second)
         return DataLoader(

@@ -56,9 +56,10 @@ class SAM(Optimizer):
         self.base_optimizer = base_optimizer
         self.rho = float(rho)
         self.adaptive = bool(adaptive)
-        super().__init__(base_optimizer.param_groups, {"rho": self.rho, "adaptive": self.adaptive})
-        # Optimizer.__init__ copied the groups; share the base optimizer's own instead, so that LR schedulers
-        # attached to SAM change the learning rate the base optimizer uses, and its state (momentum) is SAM's.
+        super().__init__(base_optimizer.param_groups, {})
+        # Share the base optimizer's groups (the same dicts) and state, so that LR schedulers attached to SAM change
+        # the learning rate the base optimizer uses, and its state (momentum) is what SAM checkpoints. rho and
+        # adaptive live on SAM itself, not in the groups, so a rho schedule has one place to change.
         self.param_groups = base_optimizer.param_groups
         self.state = base_optimizer.state
         # Each perturbed parameter's value at w: restoring by copy is exact, where subtracting e again is not
