@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from lt_lightning.benchmarking import Method, compare, markdown_table
 from lt_lightning.callbacks import DeferredResampling, DeferredReweighting
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
@@ -69,7 +71,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["CE", "LDAM", "CE-DRW", "CE-DRS", "LDAM-DRW", "BBN"])
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--json", help="also write the raw per-seed results here")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fastest for small models)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     available = methods(args.backbone)
     unknown = sorted(set(args.methods) - set(available))

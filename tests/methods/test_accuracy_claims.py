@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import torch
 
 from lt_lightning.benchmarking import Method, compare
 from lt_lightning.callbacks import DeferredReweighting
@@ -18,6 +19,15 @@ from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMCla
 SEEDS = (0, 1, 2)
 DATA = {"dataset": "digits", "imbalance_ratio": 50, "batch_size": 32}
 EPOCHS = 30
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Same thread count as benchmarks/methods.py (its default), so the margins printed here match its table.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def ce(counts, in_chans, max_epochs):

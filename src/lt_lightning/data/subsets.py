@@ -120,14 +120,15 @@ def flip_labels(targets: np.ndarray, num_classes: int, rate: float, seed: int) -
 
     Example:
         >>> noisy = flip_labels(np.zeros(1000, dtype=np.int64), 4, 0.3, seed=0)
-        >>> 0.25 < (noisy != 0).mean() < 0.35, set(noisy.tolist()) <= {0, 1, 2, 3}
+        >>> bool(0.25 < (noisy != 0).mean() < 0.35), set(noisy.tolist()) <= {0, 1, 2, 3}
         (True, True)
     """
     if not (isinstance(rate, int | float) and 0 <= rate < 1):
         raise ValueError(f"label_noise must be in [0, 1), got {rate!r}")
     if rate and num_classes < 2:
         raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
-    rng = np.random.default_rng(seed)
+    # Its own stream ([seed, 1]): the subset permutation draws from default_rng(seed) with the same seed.
+    rng = np.random.default_rng([seed, 1])
     flip = rng.random(len(targets)) < rate
     # adding 1..C-1 modulo C always lands on another class, uniformly
     shift = rng.integers(1, max(num_classes, 2), size=len(targets))

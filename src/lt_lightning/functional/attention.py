@@ -39,9 +39,9 @@ def check_attention_args(lam: float, gamma: float, alpha: float) -> None:
         raise ValueError(
             f"lam (lambda) must be a finite non-zero number (> 0 imbalance, < 0 noisy labels), got {lam!r}"
         )
-    if not (isinstance(gamma, int | float) and 0 < gamma <= 1):
+    if isinstance(gamma, bool) or not (isinstance(gamma, int | float) and 0 < gamma <= 1):
         raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-    if not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
+    if isinstance(alpha, bool) or not (isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
 
 
