@@ -280,7 +280,11 @@ def test_progressive_total_epochs_from_trainer(tmp_path):
         ({"val_per_class": 134}, r"val_per_class must be < 134 .*got 134"),
         ({"class_order": "sorted"}, r"class_order must be one of \['label', 'random'\], got 'sorted'"),
         # 134 * 0.001 ** (i / 9) < 1 for i = 7, 8, 9.
-        ({"imbalance_ratio": 1000}, r"profile 'exponential' leaves classes at ranks \[7, 8, 9\] with 0 samples"),
+        (
+            {"imbalance_ratio": 1000},
+            r"profile 'exponential' with head_size=134, imbalance_ratio=1000 leaves classes at ranks \[7, 8, 9\] "
+            r"with 0 samples",
+        ),
     ],
 )
 def test_bad_arguments_raise(kwargs, pattern):
