@@ -15,37 +15,50 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import torch
 
 from lt_lightning.benchmarking import Method, compare, markdown_table
 from lt_lightning.callbacks import DeferredResampling, DeferredReweighting
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
+from lt_lightning.optim import WarmupMultiStepLR
 
 
-def methods(backbone: str) -> dict[str, Method]:
-    """The comparable methods by name; each factory gets (class_counts, in_chans, max_epochs)."""
+def methods(backbone: str, lr_gamma: float = 0.01) -> dict[str, Method]:
+    """The comparable methods by name; each factory gets (class_counts, in_chans, max_epochs). Every method uses
+    the warm-up + multi-step LR schedule with drops of ``lr_gamma`` at 80 % and 90 % of the epochs."""
+    schedule = partial(WarmupMultiStepLR, gamma=lr_gamma)
 
     def plain(loss: str, *callbacks_of):
         def build(counts, in_chans, max_epochs):
-            model = LongTailClassifier(counts, backbone=backbone, in_chans=in_chans, loss=loss)
+            model = LongTailClassifier(counts, backbone=backbone, in_chans=in_chans, loss=loss, lr_scheduler=schedule)
             return model, [make() for make in callbacks_of]
 
         return build
 
     def ldam_drw(counts, in_chans, max_epochs):
-        return LDAMDRW(counts, backbone=backbone, in_chans=in_chans), []
+        return LDAMDRW(counts, backbone=backbone, in_chans=in_chans, lr_scheduler=schedule), []
 
     def ldam_drw_sam(counts, in_chans, max_epochs):
-        model = SAMClassifier(counts, backbone=backbone, in_chans=in_chans, loss="ldam", rho=0.8)
+        model = SAMClassifier(counts, backbone=backbone, in_chans=in_chans, loss="ldam", rho=0.8, lr_scheduler=schedule)
         return model, [DeferredReweighting()]
 
     def absgd_drw(counts, in_chans, max_epochs):
-        model = ABSGD(counts, backbone=backbone, in_chans=in_chans, loss="ce", lam=5.0, gamma=0.7, alpha=0.5)
+        model = ABSGD(
+            counts,
+            backbone=backbone,
+            in_chans=in_chans,
+            loss="ce",
+            lam=5.0,
+            gamma=0.7,
+            alpha=0.5,
+            lr_scheduler=schedule,
+        )
         return model, [DeferredReweighting()]
 
     def bbn(counts, in_chans, max_epochs):
-        return BBN(counts, backbone=backbone, in_chans=in_chans), []
+        return BBN(counts, backbone=backbone, in_chans=in_chans, lr_scheduler=schedule), []
 
     return {
         "CE": Method("CE", plain("ce")),
@@ -71,11 +84,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["CE", "LDAM", "CE-DRW", "CE-DRS", "LDAM-DRW", "BBN"])
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--json", help="also write the raw per-seed results here")
+    parser.add_argument("--lr-gamma", type=float, default=0.01, help="LR drop at 80 %% and 90 %% (0.01: CIFAR-LT)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fastest for small models)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    available = methods(args.backbone)
+    available = methods(args.backbone, args.lr_gamma)
     unknown = sorted(set(args.methods) - set(available))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {sorted(available)}")

@@ -1,13 +1,16 @@
 """Accuracy claims on the embedded default, averaged over seeds (``pytest -m slow``; minutes on 2 CPU cores).
 
 Every method gets the same split (digits, exponential rho = 50), seeds, epochs (30), batch size (32), backbone
-(small CNN) and optimisation recipe; the final model is tested. Measured margins are recorded in
-benchmarks/README.md ("Methods on the embedded default").
+(small CNN) and optimisation recipe; the final model is tested. The LR drops x0.1 (not the CIFAR x0.01) at 80 % and
+90 %: with x0.01 the 72 steps of the deferred stage run at lr <= 0.001 and cannot move the model (CE-DRW and
+ABSGD+DRW came out identical to CE), so the second stages would not be tested at all. Same setting as
+``benchmarks/methods.py --lr-gamma 0.1``; both tables are in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import statistics
+from functools import partial
 
 import pytest
 import torch
@@ -15,10 +18,12 @@ import torch
 from lt_lightning.benchmarking import Method, compare
 from lt_lightning.callbacks import DeferredReweighting
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
+from lt_lightning.optim import WarmupMultiStepLR
 
 SEEDS = (0, 1, 2)
 DATA = {"dataset": "digits", "imbalance_ratio": 50, "batch_size": 32}
 EPOCHS = 30
+SCHEDULE = partial(WarmupMultiStepLR, gamma=0.1)
 
 
 @pytest.fixture(autouse=True)
@@ -31,24 +36,26 @@ def one_thread():
 
 
 def ce(counts, in_chans, max_epochs):
-    return LongTailClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ce"), []
+    return LongTailClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ce", lr_scheduler=SCHEDULE), []
 
 
 def ldam_drw(counts, in_chans, max_epochs):
-    return LDAMDRW(counts, backbone="small_cnn", in_chans=in_chans), []
+    return LDAMDRW(counts, backbone="small_cnn", in_chans=in_chans, lr_scheduler=SCHEDULE), []
 
 
 def bbn(counts, in_chans, max_epochs):
-    return BBN(counts, backbone="small_cnn", in_chans=in_chans), []
+    return BBN(counts, backbone="small_cnn", in_chans=in_chans, lr_scheduler=SCHEDULE), []
 
 
 def ldam_drw_sam(counts, in_chans, max_epochs):
-    model = SAMClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ldam", rho=0.8)
+    model = SAMClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ldam", rho=0.8, lr_scheduler=SCHEDULE)
     return model, [DeferredReweighting()]
 
 
 def absgd_drw(counts, in_chans, max_epochs):
-    model = ABSGD(counts, backbone="small_cnn", in_chans=in_chans, loss="ce", lam=5.0, gamma=0.7, alpha=0.5)
+    model = ABSGD(
+        counts, backbone="small_cnn", in_chans=in_chans, loss="ce", lam=5.0, gamma=0.7, alpha=0.5, lr_scheduler=SCHEDULE
+    )
     return model, [DeferredReweighting()]
 
 
@@ -76,13 +83,17 @@ def test_bbn_beats_ce_in_balanced_accuracy(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured LDAM-DRW+SAM (rho 0.8, the CIFAR value) -0.2 points vs LDAM-DRW here (-2.0 with the x0.01 LR "
+    "drop); the issue's 'not worse' claim does not hold on digits (issue 6 stays open)",
+)
 def test_sam_is_not_worse_than_ldam_drw(tmp_path):
     methods = [Method("LDAM-DRW", ldam_drw), Method("LDAM-DRW+SAM", ldam_drw_sam)]
     results = compare(methods, SEEDS, EPOCHS, DATA, default_root_dir=str(tmp_path))
     margin = mean_balanced(results["LDAM-DRW+SAM"]) - mean_balanced(results["LDAM-DRW"])
     print(f"LDAM-DRW+SAM - LDAM-DRW balanced accuracy over seeds {SEEDS}: {100 * margin:+.2f} points")
-    # "not worse": within one test image per class (0.25 points on 40 test images per class) or better
-    assert margin >= -0.0025
+    assert margin >= 0
 
 
 @pytest.mark.slow

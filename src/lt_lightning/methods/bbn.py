@@ -95,12 +95,18 @@ class BBN(LongTailClassifier):
     def alpha(self, epoch: int | None = None) -> float:
         """Cumulative-learning weight at a 0-indexed epoch (default: the current one); pure in the epoch."""
         epoch = self.current_epoch if epoch is None else epoch
-        return bbn_alpha(epoch, self.trainer.max_epochs, self.hparams.alpha_form)
+        return bbn_alpha(epoch, self._schedule_epochs(), self.hparams.alpha_form)
+
+    def _schedule_epochs(self) -> int:
+        # fast_dev_run forces max_epochs = 1; a smoke run only needs some valid schedule, so it gets a 2-epoch one.
+        if self.trainer.fast_dev_run:
+            return max(self.trainer.max_epochs or 2, 2)
+        return self.trainer.max_epochs
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        max_epochs = self.trainer.max_epochs
+        max_epochs = self._schedule_epochs()
         if max_epochs is None or max_epochs <= 1:
             raise ValueError(f"BBN's cumulative learning needs max_epochs >= 2, got {max_epochs!r}")
         datamodule = self.trainer.datamodule
