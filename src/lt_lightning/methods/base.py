@@ -141,15 +141,23 @@ class LongTailClassifier(L.LightningModule):
     # ----------------------------------------------------------------- Lightning steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss, logits, target = self.training_loss(batch)
+        self.check_finite(loss, batch_idx)
+        self.log_training(loss, logits, target)
+        return loss
+
+    def check_finite(self, loss: Tensor, batch_idx: int, detail: str = "") -> None:
+        """Stop on a NaN / inf loss, naming the epoch, step and batch (instead of training on garbage)."""
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, global step "
-                f"{self.global_step}, batch {batch_idx}: lower the learning rate or check the inputs"
+                f"{self.global_step}, batch {batch_idx}{detail}: lower the learning rate or check the inputs"
             )
+
+    def log_training(self, loss: Tensor, logits: Tensor, target: Tensor) -> None:
+        """Log ``train/loss`` (step and epoch) and ``train/acc`` (epoch) once per optimizer step."""
         accuracy = (logits.detach().argmax(dim=1) == target).float().mean()
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
         self.log("train/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(target))
-        return loss
 
     def _eval_step(self, batch: Any, metric: PerClassAccuracyMetric) -> Tensor:
         x, y = batch[0], batch[1]

@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from lt_lightning.methods.base import LongTailClassifier
@@ -121,11 +120,7 @@ class SAMClassifier(LongTailClassifier):
             # Called twice by SAM.step: at w (recorded for metrics and logs) and at w + e.
             optimizer.zero_grad()
             loss, logits, target = self.training_loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, global step "
-                    f"{self.global_step}, batch {batch_idx} (SAM pass {len(first) + 1})"
-                )
+            self.check_finite(loss, batch_idx, f" (SAM pass {len(first) + 1})")
             self.manual_backward(loss)
             if not first:
                 first.append((loss.detach(), logits.detach(), target))
@@ -134,9 +129,7 @@ class SAMClassifier(LongTailClassifier):
         # Through LightningOptimizer.step: precision plugins, hooks and global_step stay Lightning's.
         optimizer.step(closure=closure)
         loss, logits, target = first[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(target))
-        accuracy = (logits.argmax(dim=1) == target).float().mean()
-        self.log("train/acc", accuracy, on_step=False, on_epoch=True, batch_size=len(target))
+        self.log_training(loss, logits, target)
         return loss
 
     def on_train_epoch_end(self) -> None:
