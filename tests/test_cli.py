@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from lt_lightning.cli import build_cli, main
+from lt_lightning.cli import build_cli, main, with_default_classes
 from lt_lightning.methods import LongTailClassifier
 from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder
 
@@ -136,3 +136,40 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     assert cli.model.num_classes == cli.datamodule.num_classes
     if logger and "Wandb" in logger["class_path"]:
         assert list(tmp_path.rglob("offline-run-*")), os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--model=LDAMDRW"], ["--model", "lt_lightning.methods.LDAMDRW"], ["--config", "CONFIG"]],
+)
+def test_a_subclass_keeps_its_own_defaults(tmp_path, args, capsys):
+    # Regression: a parser-level default class made jsonargparse carry LongTailClassifier's `loss: ce` and
+    # `backbone: small_cnn` into LDAMDRW when a subclass was named, silently replacing LDAM-DRW's own defaults.
+    config = tmp_path / "m.yaml"
+    config.write_text("model:\n  class_path: lt_lightning.methods.LDAMDRW\n")
+    args = [str(config) if a == "CONFIG" else a for a in args]
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["class_path"] == "lt_lightning.methods.LDAMDRW"
+    assert model["init_args"]["loss"] == "ldam" and model["init_args"]["backbone"] == "resnet32"
+
+
+def test_default_classes_are_added_only_when_unnamed(tmp_path):
+    config = tmp_path / "d.yaml"
+    config.write_text("data:\n  class_path: lt_lightning.data.LongTailDataModule\n")
+    assert with_default_classes(["fit"]) == [
+        "fit",
+        "--model=lt_lightning.methods.LongTailClassifier",
+        "--data=lt_lightning.data.LongTailDataModule",
+    ]
+    assert with_default_classes(["fit", "-c", str(config)]) == [
+        "fit",
+        "--model=lt_lightning.methods.LongTailClassifier",
+        "-c",
+        str(config),
+    ]
+    assert with_default_classes(["--help"]) == ["--help"]
+    # setting init_args of the default class keeps the default class
+    args = with_default_classes(["fit", "--model.init_args.loss=focal"])
+    assert args[1] == "--model=lt_lightning.methods.LongTailClassifier" and args[-1] == "--model.init_args.loss=focal"

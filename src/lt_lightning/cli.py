@@ -15,6 +15,9 @@ under ``per_class:``).
 
 from __future__ import annotations
 
+import sys
+
+import yaml
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import lt_lightning.methods  # noqa: F401  (registers the method subclasses so short names resolve)
@@ -33,17 +36,52 @@ class LongTailCLI(LightningCLI):
         for name in ("class_counts", "class_names", "in_chans"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(PerClassAccuracy, "per_class")
-        # Subclass mode needs a class when the user names none: the base classes, i.e. the embedded default.
-        parser.set_defaults(
-            {
-                "model": {"class_path": "lt_lightning.methods.LongTailClassifier"},
-                "data": {"class_path": "lt_lightning.data.LongTailDataModule"},
-            }
-        )
+
+
+# The classes used when the command line and its config files name none (the embedded default). They are added as
+# arguments rather than parser defaults: a parser default would be expanded with the base class's init_args, and
+# jsonargparse carries those over when a config then names a subclass, so `--model LDAMDRW` would silently train
+# with the base class's `loss: ce` instead of LDAMDRW's own `ldam`.
+DEFAULT_CLASSES = {"model": "lt_lightning.methods.LongTailClassifier", "data": "lt_lightning.data.LongTailDataModule"}
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _config_keys(path: str) -> set[str]:
+    try:
+        with open(path) as f:
+            content = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return set()  # not a readable YAML file: the parser will report it
+    return set(content) if isinstance(content, dict) else set()
+
+
+def with_default_classes(args: list[str]) -> list[str]:
+    """``args`` with ``--model=<base class>`` / ``--data=<base class>`` inserted after the subcommand when neither
+    an argument nor a ``--config`` file names that group.
+
+    Example:
+        >>> with_default_classes(["fit", "--model=LDAMDRW"])
+        ['fit', '--data=lt_lightning.data.LongTailDataModule', '--model=LDAMDRW']
+    """
+    position = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None)
+    if position is None:
+        return args
+    named: set[str] = set()
+    for i, arg in enumerate(args):
+        for group in DEFAULT_CLASSES:
+            if arg == f"--{group}" or arg.startswith((f"--{group}=", f"--{group}.class_path")):
+                named.add(group)
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            named |= _config_keys(args[i + 1])
+        elif arg.startswith("--config="):
+            named |= _config_keys(arg.split("=", 1)[1])
+    extra = [f"--{group}={cls}" for group, cls in DEFAULT_CLASSES.items() if group not in named]
+    return [*args[: position + 1], *extra, *args[position + 1 :]]
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> LongTailCLI:
     """Parse ``args`` (default: the command line), instantiate, and run the subcommand when ``run`` is true."""
+    args = with_default_classes(list(sys.argv[1:] if args is None else args))
     return LongTailCLI(
         model_class=LongTailClassifier,
         datamodule_class=LongTailDataModule,

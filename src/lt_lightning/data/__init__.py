@@ -2,6 +2,7 @@
 
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.datasets import DATASETS, ArrayDataset, BaseSplits, ImageFileDataset, load_dataset
+from lt_lightning.data.nuisance import NUISANCES, create_nuisance
 from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import (
     SAMPLERS,
@@ -17,6 +18,7 @@ from lt_lightning.data.subsets import long_tail_indices
 
 __all__ = [
     "DATASETS",
+    "NUISANCES",
     "SAMPLERS",
     "ArrayDataset",
     "BaseSplits",
@@ -30,6 +32,7 @@ __all__ = [
     "ProgressiveSampler",
     "ReversedSampler",
     "SquareRootSampler",
+    "create_nuisance",
     "create_sampler",
     "load_dataset",
     "long_tail_indices",
