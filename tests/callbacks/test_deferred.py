@@ -26,6 +26,7 @@ from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.samplers import InstanceSampler
 from lt_lightning.functional.weights import effective_number_weights
 from lt_lightning.losses import CrossEntropyLoss
+from tests.helpers import cpu_trainer
 
 CIFAR10_LT_100 = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
 # METHODS.md §3.2: CB weights of CIFAR-10-LT rho = 100 with beta = 0.9999, normalised to sum to 10.
@@ -77,19 +78,8 @@ def tiny_loader(n: int = 40, num_classes: int = 10) -> DataLoader:
 
 
 def make_trainer(tmp_path, max_epochs: int, callbacks, **kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(callbacks=callbacks, **{**defaults, **kw})
+    no_validation = {"num_sanity_val_steps": 0, "limit_val_batches": 0}
+    return cpu_trainer(tmp_path, **{"max_epochs": max_epochs, "callbacks": callbacks, **no_validation, **kw})
 
 
 # ---------------------------------------------------------------------------------------------- DRW

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 
 from lt_lightning.callbacks import PerClassAccuracy
 from lt_lightning.callbacks.plotting import PER_CLASS_COLUMNS
+from tests.helpers import cpu_trainer
 
 CLASS_COUNTS = (500, 60, 30, 5)  # groups: many, medium, medium, few (many > 100, few < 20)
 NAMES = ("cat", "dog", "emu", "yak")
@@ -146,18 +147,7 @@ class DictBatchClassifier(LookupClassifier):
 
 
 def make_trainer(tmp_path: Path, callback: PerClassAccuracy, **kwargs) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        max_epochs=1,
-        limit_train_batches=1,
-    )
-    return L.Trainer(callbacks=[callback], **(options | kwargs))
+    return cpu_trainer(tmp_path, **{"callbacks": [callback], "limit_train_batches": 1, **kwargs})
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -22,6 +22,7 @@ from lt_lightning.functional.weights import effective_number_weights
 from lt_lightning.losses import CrossEntropyLoss, FocalLoss, LDAMLoss
 from lt_lightning.methods import ABSGD
 from lt_lightning.models import NormedLinear
+from tests.helpers import cpu_trainer
 
 COUNTS = (50, 20, 5)
 
@@ -31,19 +32,8 @@ def digits() -> LongTailDataModule:
 
 
 def make_trainer(tmp_path, max_epochs: int, callbacks=(), **kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(callbacks=list(callbacks), **{**defaults, **kw})
+    no_validation = {"num_sanity_val_steps": 0, "limit_val_batches": 0}
+    return cpu_trainer(tmp_path, **{"max_epochs": max_epochs, "callbacks": list(callbacks), **no_validation, **kw})
 
 
 class Probe(Callback):

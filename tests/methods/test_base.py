@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -14,6 +13,7 @@ from lt_lightning.losses import CrossEntropyLoss, LDAMLoss
 from lt_lightning.methods import LongTailClassifier
 from lt_lightning.models import NormedLinear
 from lt_lightning.optim import WarmupMultiStepLR
+from tests.helpers import cpu_trainer
 
 COUNTS = (50, 20, 5)
 
@@ -23,19 +23,6 @@ def tiny_loader(n=24, classes=3, seed=0):
     x = torch.randn(n, 1, 8, 8, generator=g)
     y = torch.arange(n) % classes
     return DataLoader(TensorDataset(x, y), batch_size=8)
-
-
-def trainer(tmp_path, **kw):
-    defaults = dict(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kw})
 
 
 def test_loss_by_name_and_head_auto():
@@ -66,7 +53,7 @@ def test_cb_focal_head_bias_starts_at_uniform_prior():
 
 def test_default_recipe_sgd_and_schedule(tmp_path):
     model = LongTailClassifier(COUNTS, in_chans=1)
-    model.trainer = trainer(tmp_path, max_epochs=200)
+    model.trainer = cpu_trainer(tmp_path, max_epochs=200)
     config = model.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert isinstance(opt, torch.optim.SGD)
@@ -119,7 +106,7 @@ class OverrideLoss(LongTailClassifier):
 
 def test_override_points_are_used(tmp_path):
     model = OverrideLoss(COUNTS, in_chans=1)
-    t = trainer(tmp_path, limit_train_batches=1, limit_val_batches=1)
+    t = cpu_trainer(tmp_path, limit_train_batches=1, limit_val_batches=1)
     t.fit(model, tiny_loader(), tiny_loader())
     assert t.callback_metrics["train/loss_epoch"] == pytest.approx(1.5)
     # constant logits predict class 0 for everything: 1/3 of the balanced loader is right
@@ -134,12 +121,12 @@ class NaNLoss(LongTailClassifier):
 
 def test_non_finite_loss_stops_naming_step_and_batch(tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite training loss nan at epoch 0, global step 0, batch 0"):
-        trainer(tmp_path, limit_train_batches=1).fit(NaNLoss(COUNTS, in_chans=1), tiny_loader())
+        cpu_trainer(tmp_path, limit_train_batches=1).fit(NaNLoss(COUNTS, in_chans=1), tiny_loader())
 
 
 def test_test_metrics_logged(tmp_path):
     model = LongTailClassifier(COUNTS, in_chans=1)
-    results = trainer(tmp_path).test(model, tiny_loader())
+    results = cpu_trainer(tmp_path).test(model, tiny_loader())
     assert set(results[0]) == {"test/acc", "test/balanced_acc"}
     assert 0.0 <= results[0]["test/balanced_acc"] <= 1.0
 

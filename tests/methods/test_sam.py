@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -25,6 +24,7 @@ from lt_lightning.losses import LDAMLoss, VSLoss
 from lt_lightning.methods import SAMClassifier
 from lt_lightning.models import NormedLinear
 from lt_lightning.optim import SAM
+from tests.helpers import cpu_trainer
 
 COUNTS = (50, 20, 5)
 TINY = {"backbone": "small_cnn", "backbone_kwargs": {"width": 8}, "in_chans": 1}  # fast on 2 cores
@@ -70,18 +70,7 @@ def tiny_loader(n=32, classes=3, batch_size=8, seed=0):
 
 
 def make_trainer(tmp_path, **kw):
-    defaults = dict(
-        accelerator="cpu",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kw})
+    return cpu_trainer(tmp_path, **{"num_sanity_val_steps": 0, "limit_val_batches": 0, **kw})
 
 
 def flat_weights(model):

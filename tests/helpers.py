@@ -1,0 +1,23 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import lightning as L
+
+
+def cpu_trainer(tmp_path, **overrides) -> L.Trainer:
+    """A quiet one-process CPU Trainer: one epoch, no logger, checkpoints, progress bar or model summary.
+
+    ``overrides`` replace any of these options or add others (callbacks, limits, devices for DDP tests).
+    """
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return L.Trainer(**{**options, **overrides})
