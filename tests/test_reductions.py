@@ -14,27 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lt_lightning.reductions import AttentionalReduction
-
-BATCHES = [
-    [0.3, 2.1, 0.9],
-    [1.5, 0.1, 4.0, 2.2, 0.7],
-    [0.05, 3.3, 1.1, 0.6],
-    [2.5, 2.5, 0.2, 5.0, 1.9, 0.4],
-]
-
-
-def naive(batches, lam, gamma, alpha):
-    """The reference (``mylosses.py``) in plain floats: per step ``(p, u, loss)``."""
-    u, out = 0.0, []
-    for losses in batches:
-        if lam >= 200:
-            p = [1 / len(losses)] * len(losses)
-        else:
-            e = [math.exp(loss / lam) for loss in losses]
-            u = (1 - gamma) * u + gamma * alpha * sum(e) / len(e)
-            p = [ei / (u * len(e)) for ei in e]
-        out.append((p, u, sum(pi * li for pi, li in zip(p, losses, strict=True))))
-    return out
+from tests.attention_reference import BATCHES, naive_steps
 
 
 @pytest.mark.parametrize(("lam", "gamma", "alpha"), [(5.0, 0.1, 0.5), (0.8, 0.7, 0.3), (-2.0, 0.45, 1.0)])
@@ -42,7 +22,7 @@ def test_matches_naive_reference_over_steps(lam, gamma, alpha):
     reduce = AttentionalReduction(lam=lam, gamma=gamma, alpha=alpha)
     assert reduce.log_u.item() == -math.inf and reduce.u == 0.0
     for step, (losses, (p_ref, u_ref, loss_ref)) in enumerate(
-        zip(BATCHES, naive(BATCHES, lam, gamma, alpha), strict=True)
+        zip(BATCHES, naive_steps(BATCHES, lam, gamma, alpha), strict=True)
     ):
         loss = reduce(torch.tensor(losses, dtype=torch.float64))
         assert loss.item() == pytest.approx(loss_ref, rel=1e-10), step

@@ -23,26 +23,14 @@ from lt_lightning.functional.attention import (
     effective_sample_size,
     update_log_u,
 )
+from tests.attention_reference import BATCHES, naive_steps
 
 START = torch.tensor(-math.inf, dtype=torch.float64)  # log u before the first step (u = 0)
-
-# Batches of different sizes for a 4-step moving average.
-BATCHES = [
-    [0.3, 2.1, 0.9],
-    [1.5, 0.1, 4.0, 2.2, 0.7],
-    [0.05, 3.3, 1.1, 0.6],
-    [2.5, 2.5, 0.2, 5.0, 1.9, 0.4],
-]
 
 
 def naive_float(batches, lam, gamma, alpha):
     """The reference, line for line, in Python floats: ``[(p, u)]`` per step."""
-    u, out = 0.0, []
-    for losses in batches:
-        e = [math.exp(loss / lam) for loss in losses]
-        u = (1 - gamma) * u + gamma * alpha * sum(e) / len(e)
-        out.append(([ei / (u * len(e)) for ei in e], u))
-    return out
+    return [(p, u) for p, u, _ in naive_steps(batches, lam, gamma, alpha)]
 
 
 def naive_decimal(batches, lam, gamma, alpha):
