@@ -12,7 +12,7 @@ import yaml
 
 from lt_lightning.cli import build_cli, main, with_default_classes
 from lt_lightning.methods import LongTailClassifier
-from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder
+from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -88,6 +88,8 @@ def _write_fake(dataset: str, root: Path) -> None:
         write_cifar100(root, n_per_class=100, n_test_per_class=1)
     elif dataset == "imagefolder":
         write_imagefolder(root, n_per_class=3)
+    elif dataset == "k49":
+        write_k49(root, n_per_class=40)  # 30 validation images per class + reuse-filled training images
 
 
 PRESETS = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
@@ -100,6 +102,9 @@ def test_every_preset_is_covered():
         "cifar100_lt_cb_focal.yaml",
         "imagefolder_template.yaml",
         "digits_wandb_offline.yaml",
+        "digits_rot_lt_ce.yaml",
+        "digits_rot_lt_ce_drs.yaml",
+        *(f"k49_{n}_lt_{m}.yaml" for n in ("rot", "bg", "dil") for m in ("ce", "ce_drs")),
     } <= set(PRESETS)
 
 
@@ -173,3 +178,25 @@ def test_default_classes_are_added_only_when_unnamed(tmp_path):
     # setting init_args of the default class keeps the default class
     args = with_default_classes(["fit", "--model.init_args.loss=focal"])
     assert args[1] == "--model=lt_lightning.methods.LongTailClassifier" and args[-1] == "--model.init_args.loss=focal"
+
+
+def test_digits_rot_lt_preset_writes_ekld_csv_and_scatter(tmp_path):
+    """lt-lightning fit with the Digits-ROT-LT preset (one real epoch, a small eKLD sample): CSV + scatter plot."""
+    cli = build_cli(
+        [
+            "fit",
+            f"--config={EXAMPLES / 'digits_rot_lt_ce.yaml'}",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_epochs=1",
+            "--trainer.callbacks.init_args.images_per_class=4",
+            "--trainer.callbacks.init_args.transforms_per_image=3",
+            *QUIET,
+        ]
+    )
+    assert cli.datamodule.nuisance is not None and cli.datamodule.class_counts[:3] == (114, 28, 12)
+    log_dir = Path(cli.trainer.log_dir)
+    with (log_dir / "ekld_fit.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["train_count"]) for r in rows] == list(cli.datamodule.class_counts)
+    assert all(int(r["pairs"]) == 4 * 3 for r in rows) and all(float(r["ekld"]) >= 0 for r in rows)
+    assert (log_dir / "ekld_fit.png").stat().st_size > 1000

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import DistributedSampler
 from torchmetrics.classification import MulticlassAccuracy
 
-from lt_lightning.metrics import PerClassAccuracyMetric
+from lt_lightning.metrics import ExpectedKLDivergenceMetric, PerClassAccuracyMetric
 
 # Training counts (500, 60, 30, 5) -> many, medium, medium, few.
 # Test batch: class 0 has 4 samples (3 right), class 1 has 2 (1 right), class 2 has 2 (2 right),
@@ -262,3 +262,59 @@ def test_ddp_two_processes_exact_and_deduplicated(tmp_path: Path) -> None:
     assert results[0]["plain"]["acc"].item() == pytest.approx(4 / 8)
     assert results[0]["dedup"]["acc"].item() == pytest.approx(4 / 7)
     assert results[0]["dedup"]["support"].tolist() == [2, 2, 2, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- eKLD metric
+# Pairs: p = softmax([0, 0]) = (1/2, 1/2) against q = softmax([log 3, 0]) = (3/4, 1/4): KL(p || q) = 0.1438410.
+KL_HALF_VS_3_1 = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
+
+
+def _ekld_batch():
+    # 4 classes; column 4 (and 3 in the first rows) at -80 carries no mass (e^-80 ~ 1e-35).
+    original = torch.tensor([[0.0, 0.0, -80, -80], [0.0, 0.0, -80, -80], [3.0, 0, 0, -80], [0.0, 2.0, 0, -80]])
+    transformed = torch.tensor([[math.log(3.0), 0, -80, -80], [0.0, 0, -80, -80], [3.0, 0, 0, -80], [0.0, 0, 2, -80]])
+    return original, transformed, torch.tensor([0, 0, 1, 2])
+
+
+def test_ekld_metric_hand_computed_with_groups() -> None:
+    metric = ExpectedKLDivergenceMetric(num_classes=4, class_counts=(500, 60, 5, 40))
+    metric.update(*_ekld_batch())
+    out = metric.compute()
+    # class 2 row: p = softmax([0, 2, 0]) against q = softmax([0, 0, 2]): the two large entries swap, so
+    # KL = (e^2 - 1)(2) / (e^2 + 2) in closed form (p_1 log(p_1/q_1) + p_2 log(p_2/q_2), q_1 = p_2, q_2 = p_1).
+    swap = (math.e**2 - 1) * 2 / (math.e**2 + 2)
+    expected = [KL_HALF_VS_3_1 / 2, 0.0, swap, float("nan")]
+    torch.testing.assert_close(
+        out["ekld"], torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-7, equal_nan=True
+    )
+    assert out["consistency"].tolist()[:3] == [1.0, 1.0, 0.0]  # the first pair keeps argmax 0 (tie broken by index)
+    assert out["count"].tolist() == [2, 1, 1, 0]
+    assert out["mean_ekld"].item() == pytest.approx((KL_HALF_VS_3_1 / 2 + swap) / 3)
+    assert out["ekld_many"].item() == pytest.approx(KL_HALF_VS_3_1 / 2)  # class 0 (500)
+    assert out["ekld_medium"].item() == pytest.approx(0.0)  # class 1 (60); class 3 (40) has no pair: skipped
+    assert out["ekld_few"].item() == pytest.approx(swap)  # class 2 (5)
+
+
+def test_ekld_metric_accumulates_like_one_update_and_resets() -> None:
+    original, transformed, classes = _ekld_batch()
+    whole = ExpectedKLDivergenceMetric(num_classes=4)
+    whole.update(original, transformed, classes)
+    parts = ExpectedKLDivergenceMetric(num_classes=4)
+    for i in range(4):
+        parts.update(original[i : i + 1], transformed[i : i + 1], classes[i : i + 1])
+    a, b = whole.compute(), parts.compute()
+    for key in ("kl_sum", "consistent", "count"):
+        torch.testing.assert_close(a[key], b[key])
+    assert "ekld_many" not in a  # no class_counts: no groups
+    parts.reset()
+    assert parts.count.sum() == 0 and parts.kl_sum.sum() == 0
+
+
+def test_ekld_metric_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1, got 0"):
+        ExpectedKLDivergenceMetric(num_classes=0)
+    with pytest.raises(ValueError, match=r"class_counts must have num_classes=3 entries, got 2"):
+        ExpectedKLDivergenceMetric(num_classes=3, class_counts=(5, 6))
+    metric = ExpectedKLDivergenceMetric(num_classes=2)
+    with pytest.raises(ValueError, match="logits have 3 columns but num_classes is 2"):
+        metric.update(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([0]))

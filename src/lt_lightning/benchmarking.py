@@ -62,9 +62,16 @@ def run_method(
     accelerator: str = "cpu",
     precision: str = "32-true",
     default_root_dir: str | None = None,
+    eval_split: str = "test",
 ) -> dict[str, float]:
-    """Train ``method`` on the split ``data_kwargs`` with ``seed`` (training seed AND subset seed), test the final
-    model (no model selection on the test set), and return the test metrics plus the median step time."""
+    """Train ``method`` on the split ``data_kwargs`` with ``seed`` (training seed AND subset seed), evaluate the final
+    model (no model selection on the test set), and return its metrics plus the median step time.
+
+    ``eval_split="val"`` evaluates on the validation split instead of the test set: choose hyper-parameters there
+    (with ``val_per_class > 0`` in ``data_kwargs``, so validation is not the test set), then report on ``"test"``.
+    """
+    if eval_split not in ("test", "val"):
+        raise ValueError(f"eval_split must be 'test' or 'val', got {eval_split!r}")
     # Reports (CSV, plot) of throw-away runs go to a temporary folder unless asked for.
     default_root_dir = default_root_dir or tempfile.mkdtemp(prefix="lt_bench_")
     L.seed_everything(seed, workers=True, verbose=False)
@@ -86,7 +93,13 @@ def run_method(
         default_root_dir=default_root_dir,
     )
     trainer.fit(model, datamodule=dm)
-    trainer.test(model, datamodule=dm, verbose=False)
+    if eval_split == "val":
+        if dm.val_set is dm.test_set:
+            raise ValueError("eval_split='val' needs a validation split distinct from the test set: set val_per_class")
+        trainer.limit_val_batches = 1.0  # validation was off during fit (no per-epoch cost), on for this one pass
+        trainer.validate(model, datamodule=dm, verbose=False)
+    else:
+        trainer.test(model, datamodule=dm, verbose=False)
     result = {k: report.last_summary[k] for k in REPORTED}
     result["step_s"] = statistics.median(timer.times) if timer.times else float("nan")
     return result

@@ -4,6 +4,9 @@
 number from them in ``compute()`` with :mod:`lt_lightning.functional.metrics`, so the DDP all-reduce of sums is
 exact. Optional de-duplication by sample index removes the padded duplicates that ``DistributedSampler`` adds to
 evaluation sets whose size does not divide by the world size (LIGHTNING_NOTES D.4).
+
+:class:`ExpectedKLDivergenceMetric` keeps per-class sums of KL divergences, agreeing pairs and pair counts, so the
+per-class eKLD and consistency are exact under DDP in the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lt_lightning.functional.ekld import expected_kl_divergence, shot_group_means
 from lt_lightning.functional.metrics import (
     balanced_accuracy,
     overall_accuracy,
@@ -26,7 +30,7 @@ from lt_lightning.functional.metrics import (
     worst_class_accuracy,
 )
 
-__all__ = ["PerClassAccuracyMetric"]
+__all__ = ["ExpectedKLDivergenceMetric", "PerClassAccuracyMetric"]
 
 
 class PerClassAccuracyMetric(Metric):
@@ -209,4 +213,101 @@ class PerClassAccuracyMetric(Metric):
         if self.groups is not None:
             for name, value in shot_accuracy(per_class, self.groups).items():
                 out[f"{name}_acc"] = torch.tensor(value, dtype=per_class.dtype, device=per_class.device)
+        return out
+
+
+class ExpectedKLDivergenceMetric(Metric):
+    """Per-class expected KL divergence under a nuisance transform, and prediction consistency (GIT eKLD).
+
+    ``update(logits_original, logits_transformed, classes)`` takes pairs whose row ``n`` comes from the same image
+    (original and transformed) and accumulates, per true class ``c``:
+
+    * ``kl_sum[c] = sum_n KL(p(. | x_n) || p(. | T(x_n)))`` (float64),
+    * ``consistent[c] = #{n : argmax p(. | x_n) = argmax p(. | T(x_n))}``, ``count[c] = #pairs``.
+
+    All three are summed across ranks, so ``compute()`` gives the single-process answer whichever rank saw which
+    pair. ``compute()`` returns ``ekld = kl_sum / count`` and ``consistency = consistent / count`` (NaN for a class
+    without pairs), ``mean_ekld`` / ``mean_consistency`` (NaN-skipping means over classes), the raw states, and with
+    ``class_counts`` the many / medium / few means of the per-class eKLD (``ekld_many`` etc.).
+
+    Args:
+        num_classes: number of classes ``C``.
+        class_counts: optional per-class *training* counts, for the shot-group means.
+        many_threshold: a class with more than this many training images is ``many``.
+        few_threshold: a class with fewer than this many training images is ``few``.
+        **kwargs: passed to :class:`torchmetrics.Metric`.
+
+    Example:
+        >>> metric = ExpectedKLDivergenceMetric(num_classes=2)
+        >>> same = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> metric.update(same, same.clone(), torch.tensor([0, 0]))
+        >>> metric.update(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0986123, 0.0]]), torch.tensor([1]))
+        >>> out = metric.compute()
+        >>> [round(v, 4) for v in out["ekld"].tolist()], out["consistency"].tolist()
+        ([0.0, 0.1438], [1.0, 1.0])
+    """
+
+    full_state_update: bool = False
+    higher_is_better: bool = False
+    is_differentiable: bool = False
+    plot_lower_bound: float = 0.0
+
+    kl_sum: Tensor
+    consistent: Tensor
+    count: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[int] | Tensor | None = None,
+        many_threshold: int = 100,
+        few_threshold: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.many_threshold = many_threshold
+        self.few_threshold = few_threshold
+        self.class_counts: tuple[int, ...] | None = None
+        if class_counts is not None:
+            counts = class_counts.tolist() if isinstance(class_counts, Tensor) else [int(c) for c in class_counts]
+            if len(counts) != num_classes:
+                raise ValueError(
+                    f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}"
+                )
+            shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)  # validates them
+            self.class_counts = tuple(counts)
+        # float64 sums: 4,000 pairs x 49 classes of small KL values, summed in any order across ranks, stay exact to
+        # well below what is reported.
+        self.add_state("kl_sum", default=torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("consistent", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits_original: Tensor, logits_transformed: Tensor, classes: Tensor) -> None:
+        """Accumulate pairs: ``(N, C)`` logits of the images and of their transforms, ``(N,)`` true classes."""
+        out = expected_kl_divergence(logits_original, logits_transformed, classes, self.num_classes)
+        self.kl_sum += out["kl_sum"].to(self.kl_sum)
+        self.consistent += out["consistent"].to(self.consistent)
+        self.count += out["count"].to(self.count)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Per-class eKLD / consistency (NaN where no pair), their means, states and shot-group means."""
+        denom = self.count.to(torch.float64)
+        ekld = self.kl_sum / denom
+        consistency = self.consistent.to(torch.float64) / denom
+        out: dict[str, Tensor] = {
+            "ekld": ekld,
+            "consistency": consistency,
+            "mean_ekld": ekld.nanmean(),
+            "mean_consistency": consistency.nanmean(),
+            "kl_sum": self.kl_sum,
+            "consistent": self.consistent,
+            "count": self.count,
+        }
+        if self.class_counts is not None:
+            groups = shot_group_means(ekld, self.class_counts, many=self.many_threshold, few=self.few_threshold)
+            for name, value in groups.items():
+                out[f"ekld_{name}"] = torch.tensor(value, dtype=torch.float64, device=ekld.device)
         return out

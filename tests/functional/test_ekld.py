@@ -13,6 +13,7 @@ from lt_lightning.functional.ekld import (
     pairwise_consistency,
     pairwise_kl,
     per_class_mean,
+    per_class_selection,
     per_class_sums,
     shot_group_means,
 )
@@ -210,3 +211,39 @@ def test_same_image_pairing_not_gits_permuted_pairing():
     assert same["ekld"][0].item() == 0.0
     permuted = expected_kl_divergence(per_image, per_image[[1, 2, 0]], classes, num_classes=2)
     assert permuted["ekld"][0].item() > 0.1
+
+
+# ---------------------------------------------------------------------------------------------- image selection
+def test_selection_takes_k_slots_per_class_and_cycles_short_classes():
+    targets = torch.tensor([2, 0, 2, 1, 0, 2, 2, 0])  # class 0: {1, 4, 7}, class 1: {3}, class 2: {0, 2, 5, 6}
+    idx, cls = per_class_selection(targets, 4, 5, torch.Generator().manual_seed(0))
+    assert cls.tolist() == [0] * 5 + [1] * 5 + [2] * 5  # class 3 has no image: no slot
+    assert (targets[idx] == cls).all()
+    assert idx[5:10].tolist() == [3] * 5  # one image fills all of class 1's slots
+    class0 = idx[:5].tolist()
+    assert sorted(set(class0)) == [1, 4, 7] and class0[3:] == class0[:2]  # i mod 3: the order repeats
+    class2 = idx[10:].tolist()
+    assert sorted(class2[:4]) == [0, 2, 5, 6] and class2[4] == class2[0]
+
+
+def test_selection_is_seeded_and_covers_distinct_images_first():
+    targets = torch.arange(100) % 2
+    a = per_class_selection(targets, 2, 10, torch.Generator().manual_seed(1))[0]
+    b = per_class_selection(targets, 2, 10, torch.Generator().manual_seed(1))[0]
+    c = per_class_selection(targets, 2, 10, torch.Generator().manual_seed(2))[0]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(set(a[:10].tolist())) == 10  # 50 images available: no repeat within the 10 slots
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"images_per_class": 0}, r"images_per_class must be an integer >= 1, got 0"),
+        ({"images_per_class": True}, r"images_per_class must be an integer >= 1, got True"),
+        ({"num_classes": 2, "targets": torch.tensor([0, 2])}, r"classes must lie in \[0, 2\)"),
+    ],
+)
+def test_selection_bad_input(kwargs, match):
+    args = {"targets": torch.tensor([0, 1]), "num_classes": 2, "images_per_class": 3} | kwargs
+    with pytest.raises(ValueError, match=match):
+        per_class_selection(**args)

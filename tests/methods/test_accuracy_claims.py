@@ -47,8 +47,16 @@ def bbn(counts, in_chans, max_epochs):
     return BBN(counts, backbone="small_cnn", in_chans=in_chans, lr_scheduler=SCHEDULE), []
 
 
+# rho chosen on a validation split (benchmarks/sam_rho.py: 10 images per class from the unused pool, seeds 10-12,
+# candidates 0.02 ... 0.8): 0.2 and 0.05 tied at 93.0 balanced accuracy, 0.2 with the smaller spread. The CIFAR value
+# 0.8 scored 91.0 there, and 0.2 points below LDAM-DRW on the test set.
+SAM_RHO = 0.2
+
+
 def ldam_drw_sam(counts, in_chans, max_epochs):
-    model = SAMClassifier(counts, backbone="small_cnn", in_chans=in_chans, loss="ldam", rho=0.8, lr_scheduler=SCHEDULE)
+    model = SAMClassifier(
+        counts, backbone="small_cnn", in_chans=in_chans, loss="ldam", rho=SAM_RHO, lr_scheduler=SCHEDULE
+    )
     return model, [DeferredReweighting()]
 
 
@@ -83,16 +91,11 @@ def test_bbn_beats_ce_in_balanced_accuracy(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured LDAM-DRW+SAM (rho 0.8, the CIFAR value) -0.2 points vs LDAM-DRW here (-2.0 with the x0.01 LR "
-    "drop); the issue's 'not worse' claim does not hold on digits (issue 6 stays open)",
-)
 def test_sam_is_not_worse_than_ldam_drw(tmp_path):
     methods = [Method("LDAM-DRW", ldam_drw), Method("LDAM-DRW+SAM", ldam_drw_sam)]
     results = compare(methods, SEEDS, EPOCHS, DATA, default_root_dir=str(tmp_path))
     margin = mean_balanced(results["LDAM-DRW+SAM"]) - mean_balanced(results["LDAM-DRW"])
-    print(f"LDAM-DRW+SAM - LDAM-DRW balanced accuracy over seeds {SEEDS}: {100 * margin:+.2f} points")
+    print(f"LDAM-DRW+SAM (rho {SAM_RHO}) - LDAM-DRW balanced accuracy over seeds {SEEDS}: {100 * margin:+.2f} points")
     assert margin >= 0
 
 

@@ -1,6 +1,7 @@
 """Callbacks that drop into any Lightning project."""
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
+from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 
-__all__ = ["DeferredResampling", "DeferredReweighting", "PerClassAccuracy"]
+__all__ = ["DeferredResampling", "DeferredReweighting", "ExpectedKLDivergence", "PerClassAccuracy"]

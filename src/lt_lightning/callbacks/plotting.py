@@ -51,3 +51,35 @@ def per_class_figure(rows: Sequence[dict], title: str, many_threshold: int = 100
             ax.axvline(position, color="grey", linestyle="--", linewidth=1)
     ax.set_title(title)
     return fig
+
+
+EKLD_COLUMNS = ("class", "name", "train_count", "shot", "pairs", "ekld", "consistency")
+
+
+def write_ekld_csv(path: Path, rows: Sequence[dict]) -> None:
+    """One row per class with :data:`EKLD_COLUMNS`; eKLD and consistency are empty for a class without pairs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=EKLD_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            cells = {k: ("" if math.isnan(row[k]) else f"{row[k]:.6g}") for k in ("ekld", "consistency")}
+            writer.writerow({**{k: row[k] for k in EKLD_COLUMNS}, **cells})
+
+
+def ekld_scatter_figure(rows: Sequence[dict], title: str) -> Figure:
+    """Per-class eKLD against training class size (log x axis), coloured by shot group, as GIT plots it."""
+    colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
+    fig, ax = plt.subplots(figsize=(5.0, 3.6), layout="constrained")
+    for shot, colour in colours.items():
+        points = [(r["train_count"], r["ekld"]) for r in rows if r["shot"] == shot and not math.isnan(r["ekld"])]
+        if points:
+            ax.scatter(*zip(*points, strict=True), color=colour, label=shot, s=18)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("eKLD (nats)")
+    ax.set_ylim(bottom=0)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -3,6 +3,7 @@
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.datasets import DATASETS, ArrayDataset, BaseSplits, ImageFileDataset, load_dataset
 from lt_lightning.data.nuisance import NUISANCES, create_nuisance
+from lt_lightning.data.nuisance_lt import freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import (
     SAMPLERS,
@@ -34,6 +35,9 @@ __all__ = [
     "SquareRootSampler",
     "create_nuisance",
     "create_sampler",
+    "freeze_nuisance",
     "load_dataset",
     "long_tail_indices",
+    "materialise",
+    "nuisance_generator",
 ]

@@ -10,6 +10,12 @@ Example:
     (134, 103, 80, 62, 48, 37, 28, 22, 17, 13)
     >>> dm.num_classes, len(dm.test_set)
     (10, 400)
+
+A nuisance long-tailed instance (K49-ROT-LT style: each training image rotated once, when the split is built):
+
+    >>> dm = LongTailDataModule("digits", profile="zipf", nuisance="rotation", subset_seed=3)
+    >>> dm.class_counts[:3], dm.nuisance.__class__.__name__, dm.train_set.nuisance_params.shape
+    ((134, 33, 14), 'RotationNuisance', torch.Size([219]))
 """
 
 from __future__ import annotations
@@ -22,8 +28,11 @@ from typing import Literal
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
+from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
+from lt_lightning.data.nuisance_lt import array_dataset, freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSampler, create_sampler
 from lt_lightning.data.subsets import flip_labels, long_tail_indices
@@ -65,6 +74,21 @@ class LongTailDataModule(L.LightningDataModule):
         label_noise: fraction of training labels replaced by another class, uniformly and seeded by ``subset_seed``
             (noisy-label studies, e.g. ABSGD with lambda < 0). ``class_counts`` then counts the noisy labels, which
             are what the model and the losses see; validation and test labels stay clean.
+        nuisance: a nuisance transform of ``NUISANCES`` (``rotation``, ``background``, ``dilation``) that makes
+            K49-ROT/BG/DIL-LT-style invariance datasets (METHODS §1.2). Pools are first resized to the side the
+            model sees (``image_size``; 32 for datasets of varying size; else native), then the nuisance is
+            applied to the training, validation and test images. Default None: no nuisance.
+        nuisance_kwargs: keyword arguments of the nuisance's constructor (e.g. ``{"high": 50}``); needs
+            ``nuisance``.
+        nuisance_mode: ``static`` (the released datasets): each training image, every reused copy included, is
+            transformed ONCE when the split is built, with draws seeded by ``subset_seed`` (stream ``train``), so
+            one ``subset_seed`` is one of the 30 instances (with ``class_order="random"`` the class order changes
+            too; the sizes never do). ``oracle``: training images stay clean and the nuisance is drawn anew at
+            every read (global torch RNG, which Lightning seeds per worker), in front of the training transform.
+            In both modes the validation split is frozen once (stream ``val`` of ``subset_seed``) and the test set
+            once with seed 0 (stream ``test``): the SAME transformed test set for every instance and mode, like the
+            reference's one test file per nuisance dataset, so all runs are evaluated on identical data.
+            Transformed sets are held in memory as arrays (with the draws in their ``nuisance_params``).
         rebalancing_sampler: a second training stream (BBN: ``reversed``). When set, training batches are
             ``(x, y, x_r, y_r)``: the first pair drawn by ``sampler``, the second by this one (seeded independently).
         image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
@@ -93,6 +117,9 @@ class LongTailDataModule(L.LightningDataModule):
         sampler_seed: int = 0,
         rebalancing_sampler: str | None = None,
         label_noise: float = 0.0,
+        nuisance: str | None = None,
+        nuisance_kwargs: dict | None = None,
+        nuisance_mode: Literal["static", "oracle"] = "static",
         image_size: int | None = None,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
@@ -112,6 +139,18 @@ class LongTailDataModule(L.LightningDataModule):
         self.rebalancing_sampler = rebalancing_sampler
         if isinstance(label_noise, bool) or not (isinstance(label_noise, int | float) and 0 <= label_noise < 1):
             raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
+        if nuisance is not None and nuisance not in NUISANCES:
+            raise ValueError(f"nuisance must be one of {sorted(NUISANCES)} or None, got {nuisance!r}")
+        if nuisance_kwargs is not None and nuisance is None:
+            raise ValueError(f"nuisance_kwargs needs a nuisance (one of {sorted(NUISANCES)}), got {nuisance_kwargs!r}")
+        if nuisance_kwargs is not None and not isinstance(nuisance_kwargs, dict):
+            raise TypeError(f"nuisance_kwargs must be a dict or None, got {type(nuisance_kwargs).__name__}")
+        if nuisance_mode not in ("static", "oracle"):
+            raise ValueError(f"nuisance_mode must be one of ['oracle', 'static'], got {nuisance_mode!r}")
+        # Built here so bad kwargs fail before any file is read.
+        self.nuisance: Nuisance | None = (
+            None if nuisance is None else create_nuisance(nuisance, **(nuisance_kwargs or {}))
+        )
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.eval_batch_size = (
             self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
@@ -161,7 +200,9 @@ class LongTailDataModule(L.LightningDataModule):
             base.train.targets, counts, subset_seed, val_per_class=val_per_class, fill_short_classes=fill_short_classes
         )
 
-        default_train, default_eval = default_transforms(dataset, base.mean, base.std, image_size or _fixed_size(base))
+        # The side the model sees (None: native); nuisances act at this resolution.
+        self._side: int | None = image_size or _fixed_size(base)
+        default_train, default_eval = default_transforms(dataset, base.mean, base.std, self._side)
         # ``is None``, not ``or``: a user transform may be falsy (an empty nn.Sequential has len 0).
         self.train_transform = default_train if train_transform is None else train_transform
         self.eval_transform = default_eval if eval_transform is None else eval_transform
@@ -169,15 +210,72 @@ class LongTailDataModule(L.LightningDataModule):
         self.class_names: tuple[str, ...] = tuple(base.class_names)
         self.num_classes: int = base.num_classes
         self.in_chans: int = base.channels
-        self.train_set: LabeledImages = base.train.subset(train_idx, transform=self.train_transform)
+        # Clean held-out images (no transform) for invariance_set; without a nuisance the served sets are clean.
+        self._clean_val = self._clean_test = None
+        if self.nuisance is not None:
+            self._clean_val = base.train.subset(val_idx, transform=None) if val_per_class else None
+            self._clean_test = base.test.subset(np.arange(len(base.test)), transform=None)
+        if self.nuisance is not None and nuisance_mode == "oracle":
+            # Fresh draws at every read, before augmentation; _with_nuisance resizes the clean images beforehand.
+            self.train_transform = v2.Compose([self.nuisance, self.train_transform])
+        self.train_set: LabeledImages = self._with_nuisance(
+            base.train.subset(train_idx, transform=self.train_transform),
+            "train" if nuisance_mode == "static" else None,
+            subset_seed,
+        )
         if label_noise:
             self.train_set.targets = flip_labels(self.train_set.targets, base.num_classes, label_noise, subset_seed)
             self.class_counts = tuple(int(c) for c in np.bincount(self.train_set.targets, minlength=base.num_classes))
-        self.test_set: LabeledImages = base.test.subset(np.arange(len(base.test)), transform=self.eval_transform)
+        self.test_set: LabeledImages = self._with_nuisance(
+            base.test.subset(np.arange(len(base.test)), transform=self.eval_transform), "test", 0
+        )
         self.val_set: LabeledImages = (
-            base.train.subset(val_idx, transform=self.eval_transform) if val_per_class else self.test_set
+            self._with_nuisance(base.train.subset(val_idx, transform=self.eval_transform), "val", subset_seed)
+            if val_per_class
+            else self.test_set
         )
         log.info(self.summary())
+
+    def _with_nuisance(self, dataset: LabeledImages, stream: str | None, seed: int) -> LabeledImages:
+        """``dataset`` as it should be served: unchanged without a nuisance; frozen with draws of ``stream``;
+        for ``stream=None`` (oracle training images) clean but resized to the model's side when one applies."""
+        if self.nuisance is None:
+            return dataset
+        if stream is None:
+            if self._side is None:
+                return dataset
+            return array_dataset(materialise(dataset, self._side), dataset)
+        return freeze_nuisance(dataset, self.nuisance, nuisance_generator(seed, stream), side=self._side)
+
+    def invariance_set(self, stage: str = "fit") -> LabeledImages:
+        """The held-out images WITHOUT the nuisance and without transform (raw uint8 CHW), for invariance metrics.
+
+        The eKLD callback applies its own nuisance draws to these images, then ``eval_transform``. For ``fit`` and
+        ``validate``: the validation split when ``val_per_class > 0``, else the test set; for ``test``: the test
+        set. Same images in the same order as ``val_set`` / ``test_set``, before the nuisance; resized to the
+        model's side (an :class:`ArrayDataset`) when one applies (``image_size``, or datasets of varying size).
+        Works with and without ``nuisance``; returns a new dataset at each call.
+
+        Example:
+            >>> dm = LongTailDataModule("digits", nuisance="background")
+            >>> clean = dm.invariance_set("test")
+            >>> clean.transform is None, len(clean) == len(dm.test_set), clean.image(0).dtype
+            (True, True, torch.uint8)
+        """
+        if stage in ("fit", "validate"):
+            use_val = self.hparams.val_per_class > 0
+        elif stage == "test":
+            use_val = False
+        else:
+            raise ValueError(f"stage must be one of ['fit', 'test', 'validate'], got {stage!r}")
+        if self.nuisance is not None:
+            source = self._clean_val if use_val else self._clean_test
+        else:
+            source = self.val_set if use_val else self.test_set
+        clean = source.subset(np.arange(len(source)), transform=None)
+        if self._side is None:
+            return clean
+        return array_dataset(materialise(clean, self._side), clean)
 
     def summary(self) -> str:
         """One line describing the built split."""
@@ -187,6 +285,7 @@ class LongTailDataModule(L.LightningDataModule):
             f"{hp.dataset}-LT ({hp.profile}): {self.num_classes} classes, {sum(counts)} training images, "
             f"head {max(counts)}, tail {min(counts)}, ratio {max(counts) / min(counts):.1f}, "
             f"val {len(self.val_set)}{' (= test)' if self.val_set is self.test_set else ''}, test {len(self.test_set)}"
+            + ("" if self.nuisance is None else f", nuisance {hp.nuisance} ({hp.nuisance_mode})")
         )
 
     @property

@@ -41,6 +41,7 @@ __all__ = [
     "pairwise_consistency",
     "pairwise_kl",
     "per_class_mean",
+    "per_class_selection",
     "per_class_sums",
     "shot_group_means",
 ]
@@ -278,3 +279,42 @@ def shot_group_means(
     if len(groups) != per_class.shape[0]:
         raise ValueError(f"class_counts has {len(groups)} entries but per_class has {per_class.shape[0]} classes")
     return shot_accuracy(per_class, groups)
+
+
+def per_class_selection(
+    targets: Tensor, num_classes: int, images_per_class: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Which held-out images the eKLD uses: ``images_per_class`` per class, cycling through short classes.
+
+    For class ``c`` with images ``I_c`` (in a seeded random order), slot ``i = 0 .. k-1`` takes ``I_c[i mod |I_c|]``,
+    as the reference's ``i % n_ex`` (GIT ``kdatasets.py:330-339``): a class with fewer than ``k`` images repeats
+    them, and every slot later gets its own transform draws. A class with no image gets no slot.
+
+    Args:
+        targets: ``(N,)`` integer labels of the held-out images, in ``[0, num_classes)``.
+        num_classes: ``C >= 1``.
+        images_per_class: ``k >= 1`` slots per class.
+        generator: seeds the order within each class (CPU); None uses the global RNG.
+
+    Returns:
+        ``(indices, classes)``: int64 ``(S,)`` dataset indices of the slots, class by class, and their classes.
+
+    Example:
+        >>> idx, cls = per_class_selection(torch.tensor([1, 0, 1, 1]), 3, 2, torch.Generator().manual_seed(0))
+        >>> cls.tolist(), idx[:2].tolist()  # class 0 has one image: it fills both slots; class 2 has none
+        ([0, 0, 1, 1], [1, 1])
+    """
+    num_classes = _check_num_classes(num_classes)
+    if isinstance(images_per_class, bool) or not isinstance(images_per_class, int) or images_per_class < 1:
+        raise ValueError(f"images_per_class must be an integer >= 1, got {images_per_class!r}")
+    targets = _check_classes(torch.as_tensor(targets), len(targets), num_classes).cpu()
+    order = torch.randperm(len(targets), generator=generator)
+    # Stable sort by class keeps the seeded order inside each class.
+    by_class = order[torch.sort(targets[order], stable=True).indices]
+    available = torch.bincount(targets, minlength=num_classes)
+    starts = torch.cumsum(available, 0) - available
+    present = torch.nonzero(available).squeeze(1)
+    slot = torch.arange(images_per_class)
+    positions = starts[present, None] + slot[None, :] % available[present, None]
+    classes = present.repeat_interleave(images_per_class)
+    return by_class[positions.reshape(-1)], classes
