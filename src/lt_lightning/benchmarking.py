@@ -76,6 +76,8 @@ def run_method(
     default_root_dir = default_root_dir or tempfile.mkdtemp(prefix="lt_bench_")
     L.seed_everything(seed, workers=True, verbose=False)
     dm = LongTailDataModule(**{**data_kwargs, **method.data, "subset_seed": seed, "sampler_seed": seed})
+    if eval_split == "val" and dm.val_set is dm.test_set:
+        raise ValueError("eval_split='val' needs a validation split distinct from the test set: set val_per_class")
     model, callbacks = method.build(dm.class_counts, dm.in_chans, max_epochs)
     report, timer = PerClassAccuracy(log_per_class=False, output_dir=default_root_dir), StepTimer()
     trainer = L.Trainer(
@@ -94,8 +96,6 @@ def run_method(
     )
     trainer.fit(model, datamodule=dm)
     if eval_split == "val":
-        if dm.val_set is dm.test_set:
-            raise ValueError("eval_split='val' needs a validation split distinct from the test set: set val_per_class")
         trainer.limit_val_batches = 1.0  # validation was off during fit (no per-epoch cost), on for this one pass
         trainer.validate(model, datamodule=dm, verbose=False)
     else:
