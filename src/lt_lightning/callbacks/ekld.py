@@ -164,6 +164,7 @@ class ExpectedKLDivergence(Callback):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
+        self._plans.clear()  # a new fit / test call may bring another datamodule: never reuse its images
         if self.nuisance is None:
             self.nuisance = getattr(dm, "nuisance", None)
             if self.nuisance is None:
