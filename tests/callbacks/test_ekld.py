@@ -313,3 +313,22 @@ def test_two_process_ddp_equals_single_process(tmp_path):
     assert ddp.keys() == single.keys()
     for key, value in single.items():
         assert ddp[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_module_modes_are_restored_exactly(tmp_path):
+    """A measurement puts the model in eval mode and restores each submodule's own mode (a frozen norm stays frozen)."""
+
+    class WithFrozenNorm(MeanIntensity):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm1d(1)
+
+    model = WithFrozenNorm()
+    model.train()
+    model.norm.eval()
+    cb = background_callback()
+    trainer = cpu_trainer(tmp_path, callbacks=[cb])
+    cb.setup(trainer, model, "fit")
+    rows, scalars = cb.measure(trainer, model, "fit", 1, 1, prefix="direct")
+    assert (model.training, model.norm.training) == (True, False)  # not model.train(True): the norm stays in eval
+    assert scalars["direct/ekld/class_half"] > 0 and rows[0]["pairs"] == 1

@@ -236,13 +236,15 @@ class ExpectedKLDivergence(Callback):
             len(self.class_counts), self.class_counts, self.many_threshold, self.few_threshold
         ).to(pl_module.device)
         slots = torch.arange(trainer.global_rank, len(plan.classes), trainer.world_size)
-        was_training = pl_module.training
+        # Per-module modes, restored exactly: a user may keep some submodules in eval (frozen BatchNorm) on purpose.
+        modes = [(module, module.training) for module in pl_module.modules()]
         pl_module.eval()
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 self._accumulate(metric, pl_module, plan, slots, self._preprocess(trainer))
         finally:
-            pl_module.train(was_training)
+            for module, training in modes:
+                module.training = training
         values = metric.compute()
         rows = self._rows(values)
         self.results[prefix] = rows
