@@ -33,6 +33,20 @@ from lt_lightning.functional.metrics import (
 __all__ = ["ExpectedKLDivergenceMetric", "PerClassAccuracyMetric"]
 
 
+def _checked_counts(num_classes: Any, class_counts: Sequence[int] | Tensor | None, many: int, few: int):
+    """Validate ``num_classes`` and optional training ``class_counts`` (and the shot thresholds) for a metric;
+    returns the counts as a list of ints, or None."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if class_counts is None:
+        return None
+    counts = class_counts.tolist() if isinstance(class_counts, Tensor) else [int(c) for c in class_counts]
+    if len(counts) != num_classes:
+        raise ValueError(f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}")
+    shot_groups(counts, many_threshold=many, few_threshold=few)  # validates counts and thresholds
+    return counts
+
+
 class PerClassAccuracyMetric(Metric):
     """Overall, per-class, balanced, worst-class and many/medium/few accuracy from summed per-class counts.
 
@@ -91,18 +105,12 @@ class PerClassAccuracyMetric(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        counts = _checked_counts(num_classes, class_counts, many_threshold, few_threshold)
         self.num_classes = num_classes
         self.many_threshold = many_threshold
         self.few_threshold = few_threshold
         self.groups: tuple[str, ...] | None = None
-        if class_counts is not None:
-            counts = class_counts.tolist() if isinstance(class_counts, Tensor) else list(class_counts)
-            if len(counts) != num_classes:
-                raise ValueError(
-                    f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}"
-                )
+        if counts is not None:
             self.groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
             # A buffer, not a state: it follows .to(device) but is never reset or summed across ranks. Not
             # persistent, so checkpoints of models with and without class_counts load into each other.
@@ -265,20 +273,11 @@ class ExpectedKLDivergenceMetric(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        counts = _checked_counts(num_classes, class_counts, many_threshold, few_threshold)
         self.num_classes = num_classes
         self.many_threshold = many_threshold
         self.few_threshold = few_threshold
-        self.class_counts: tuple[int, ...] | None = None
-        if class_counts is not None:
-            counts = class_counts.tolist() if isinstance(class_counts, Tensor) else [int(c) for c in class_counts]
-            if len(counts) != num_classes:
-                raise ValueError(
-                    f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}"
-                )
-            shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)  # validates them
-            self.class_counts = tuple(counts)
+        self.class_counts: tuple[int, ...] | None = None if counts is None else tuple(counts)
         # float64 sums: 4,000 pairs x 49 classes of small KL values, summed in any order across ranks, stay exact to
         # well below what is reported.
         self.add_state("kl_sum", default=torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")

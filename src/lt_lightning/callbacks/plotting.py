@@ -16,15 +16,20 @@ from matplotlib.figure import Figure  # noqa: E402
 PER_CLASS_COLUMNS = ("class", "name", "train_count", "shot", "support", "correct", "accuracy")
 
 
-def write_per_class_csv(path: Path, rows: Sequence[dict]) -> None:
-    """One row per class with :data:`PER_CLASS_COLUMNS`; accuracy is empty where the class had no support."""
+def _write_rows(path: Path, columns: Sequence[str], rows: Sequence[dict], numbers: dict[str, str]) -> None:
+    """A CSV of ``columns``; the float columns in ``numbers`` are formatted with their spec, NaN written empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PER_CLASS_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            acc = row["accuracy"]
-            writer.writerow({**row, "accuracy": "" if math.isnan(acc) else f"{acc:.6f}"})
+            cells = {k: "" if math.isnan(row[k]) else format(row[k], spec) for k, spec in numbers.items()}
+            writer.writerow({**row, **cells})
+
+
+def write_per_class_csv(path: Path, rows: Sequence[dict]) -> None:
+    """One row per class with :data:`PER_CLASS_COLUMNS`; accuracy is empty where the class had no support."""
+    _write_rows(path, PER_CLASS_COLUMNS, rows, {"accuracy": ".6f"})
 
 
 def per_class_figure(rows: Sequence[dict], title: str, many_threshold: int = 100, few_threshold: int = 20) -> Figure:
@@ -58,13 +63,7 @@ EKLD_COLUMNS = ("class", "name", "train_count", "shot", "pairs", "ekld", "consis
 
 def write_ekld_csv(path: Path, rows: Sequence[dict]) -> None:
     """One row per class with :data:`EKLD_COLUMNS`; eKLD and consistency are empty for a class without pairs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=EKLD_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            cells = {k: ("" if math.isnan(row[k]) else f"{row[k]:.6g}") for k in ("ekld", "consistency")}
-            writer.writerow({**{k: row[k] for k in EKLD_COLUMNS}, **cells})
+    _write_rows(path, EKLD_COLUMNS, rows, {"ekld": ".6g", "consistency": ".6g"})
 
 
 def ekld_scatter_figure(rows: Sequence[dict], title: str) -> Figure:
