@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lt_lightning.benchmarking import QUIET_TRAINER
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 
 COUNTS = (5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50)
@@ -74,10 +75,7 @@ def time_method(name: str, steps: int, warmup: int) -> float:
         devices=1,
         max_epochs=2,
         max_steps=steps + warmup,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET_TRAINER,
         limit_val_batches=0,
         callbacks=[timer],
     )

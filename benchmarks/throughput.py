@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lt_lightning.benchmarking import QUIET_TRAINER
 from lt_lightning.losses import LDAMLoss
 from lt_lightning.methods import LongTailClassifier
 from lt_lightning.models import resnet32
@@ -99,10 +100,7 @@ def lightning_loop(steps: int, warmup: int, device: str, precision: str) -> list
         devices=1,
         precision=precision,
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET_TRAINER,
         limit_val_batches=0,
         callbacks=[timer],
     )

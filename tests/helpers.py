@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lightning as L
 
+from lt_lightning.benchmarking import QUIET_TRAINER
+
 
 def cpu_trainer(tmp_path, **overrides) -> L.Trainer:
     """A quiet one-process CPU Trainer: one epoch, no logger, checkpoints, progress bar or model summary.
@@ -14,10 +16,7 @@ def cpu_trainer(tmp_path, **overrides) -> L.Trainer:
         accelerator="cpu",
         devices=1,
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET_TRAINER,
         default_root_dir=tmp_path,
     )
     return L.Trainer(**{**options, **overrides})

@@ -27,6 +27,13 @@ from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.data import LongTailDataModule
 
 MethodFactory = Callable[[tuple[int, ...], int, int], tuple[L.LightningModule, list[L.Callback]]]
+# Trainer options of throw-away runs (benchmarks, tests): no logger, checkpoints, progress bar or model summary.
+QUIET_TRAINER: dict[str, Any] = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 REPORTED = ("acc", "balanced_acc", "many_acc", "medium_acc", "few_acc", "worst_class_acc")
 
 
@@ -85,10 +92,7 @@ def run_method(
         devices=1,
         precision=precision,
         max_epochs=max_epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET_TRAINER,
         num_sanity_val_steps=0,
         limit_val_batches=0,
         callbacks=[*callbacks, report, timer],

@@ -33,21 +33,36 @@ from lt_lightning.functional.metrics import (
 __all__ = ["ExpectedKLDivergenceMetric", "PerClassAccuracyMetric"]
 
 
-def _checked_counts(num_classes: Any, class_counts: Sequence[int] | Tensor | None, many: int, few: int):
-    """Validate ``num_classes`` and optional training ``class_counts`` (and the shot thresholds) for a metric;
-    returns the counts as a list of ints, or None."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    if class_counts is None:
-        return None
-    counts = class_counts.tolist() if isinstance(class_counts, Tensor) else [int(c) for c in class_counts]
-    if len(counts) != num_classes:
-        raise ValueError(f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}")
-    shot_groups(counts, many_threshold=many, few_threshold=few)  # validates counts and thresholds
-    return counts
+class _ShotGroupedMetric(Metric):
+    """Shared set-up of the per-class metrics: ``num_classes``, optional training ``class_counts`` and the
+    many / few thresholds, validated once; the checked counts are in ``self._train_counts`` (list or None)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        class_counts: Sequence[int] | Tensor | None = None,
+        many_threshold: int = 100,
+        few_threshold: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        counts = None
+        if class_counts is not None:
+            counts = class_counts.tolist() if isinstance(class_counts, Tensor) else [int(c) for c in class_counts]
+            if len(counts) != num_classes:
+                raise ValueError(
+                    f"class_counts must have num_classes={num_classes} entries, got {len(counts)}: {counts!r}"
+                )
+            shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)  # validates them
+        self.num_classes = num_classes
+        self.many_threshold = many_threshold
+        self.few_threshold = few_threshold
+        self._train_counts: list[int] | None = counts
 
 
-class PerClassAccuracyMetric(Metric):
+class PerClassAccuracyMetric(_ShotGroupedMetric):
     """Overall, per-class, balanced, worst-class and many/medium/few accuracy from summed per-class counts.
 
     States (synced by sum): ``correct[c]`` and ``support[c]``, int64 of shape ``(C,)``. ``compute()`` returns:
@@ -104,11 +119,8 @@ class PerClassAccuracyMetric(Metric):
         few_threshold: int = 20,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        counts = _checked_counts(num_classes, class_counts, many_threshold, few_threshold)
-        self.num_classes = num_classes
-        self.many_threshold = many_threshold
-        self.few_threshold = few_threshold
+        super().__init__(num_classes, class_counts, many_threshold, few_threshold, **kwargs)
+        counts = self._train_counts
         self.groups: tuple[str, ...] | None = None
         if counts is not None:
             self.groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
@@ -224,7 +236,7 @@ class PerClassAccuracyMetric(Metric):
         return out
 
 
-class ExpectedKLDivergenceMetric(Metric):
+class ExpectedKLDivergenceMetric(_ShotGroupedMetric):
     """Per-class expected KL divergence under a nuisance transform, and prediction consistency (GIT eKLD).
 
     ``update(logits_original, logits_transformed, classes)`` takes pairs whose row ``n`` comes from the same image
@@ -272,12 +284,8 @@ class ExpectedKLDivergenceMetric(Metric):
         few_threshold: int = 20,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        counts = _checked_counts(num_classes, class_counts, many_threshold, few_threshold)
-        self.num_classes = num_classes
-        self.many_threshold = many_threshold
-        self.few_threshold = few_threshold
-        self.class_counts: tuple[int, ...] | None = None if counts is None else tuple(counts)
+        super().__init__(num_classes, class_counts, many_threshold, few_threshold, **kwargs)
+        self.class_counts: tuple[int, ...] | None = None if self._train_counts is None else tuple(self._train_counts)
         # float64 sums: 4,000 pairs x 49 classes of small KL values, summed in any order across ranks, stay exact to
         # well below what is reported.
         self.add_state("kl_sum", default=torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")

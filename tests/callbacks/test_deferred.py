@@ -314,19 +314,14 @@ def test_drs_survives_dataloader_reloads(tmp_path):
 
 @pytest.mark.ddp
 def test_drs_under_two_process_ddp(tmp_path):
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
+        tmp_path,
         devices=2,
         strategy="ddp_spawn",
         max_epochs=3,
         callbacks=[DeferredResampling(start_epoch=1, sampler="class_balanced")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        default_root_dir=tmp_path,
     )
     trainer.fit(LabelRecorder(str(tmp_path)), datamodule=digits_dm())
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lt_lightning.data.samplers import SAMPLERS, create_sampler
+from tests.helpers import cpu_trainer
 
 TARGETS = np.repeat(np.arange(4), [40, 20, 10, 2])
 
@@ -52,16 +53,7 @@ class SamplerData(L.LightningDataModule):
 @pytest.mark.parametrize("name", ["instance", "class_balanced"])
 def test_two_ranks_get_disjoint_shards_of_one_draw(tmp_path, name):
     assert name in SAMPLERS
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(tmp_path, devices=2, strategy="ddp_spawn", max_epochs=2)
     trainer.fit(IndexRecorder(str(tmp_path)), datamodule=SamplerData(name))
     reference = create_sampler(name, TARGETS, seed=11)
     draws = []
