@@ -10,19 +10,37 @@ backbone or loss is chosen by class path (short names of this package resolve: `
 
 ``class_counts``, ``class_names`` and ``in_chans`` flow from the datamodule into the model (linked on
 instantiation), so a config never repeats them. A ``PerClassAccuracy`` callback is always attached (configure it
-under ``per_class:``).
+under ``per_class:``), and a ``PredictionWriter`` (``predictions:``) writes ``predict``'s ``predictions.csv``.
+``fit`` keeps ``checkpoints/last.ckpt`` beside the best checkpoint unless ``save_last`` is set otherwise.
+
+``validate``, ``test`` and ``predict`` with ``--ckpt_path`` need nothing else: the method and its arguments come
+from the checkpoint, and so does the data (the training run's datamodule), unless ``--data.path`` names new images
+(an :class:`~lt_lightning.data.InferenceDataModule`, prepared with the preprocessing the checkpoint recorded)::
+
+    lt-lightning test --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt
+    lt-lightning predict --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --data.path my_images/
+
+A configuration error (a bad value, a missing file) ends the console script with one line naming the option and
+what it accepts, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
+import lightning as L
 import yaml
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import lt_lightning.methods  # noqa: F401  (registers the method subclasses so short names resolve)
-from lt_lightning.callbacks import PerClassAccuracy
-from lt_lightning.data import LongTailDataModule
+from lt_lightning.callbacks import PerClassAccuracy, PredictionWriter
+from lt_lightning.checkpoints import read_checkpoint
+from lt_lightning.cli_errors import ConfigError, config_error
+from lt_lightning.data import InferenceDataModule
 from lt_lightning.methods import LongTailClassifier
 
 # The embedded default: small enough to train on 2 CPU cores in well under two minutes.
@@ -36,6 +54,48 @@ class LongTailCLI(LightningCLI):
         for name in ("class_counts", "class_names", "in_chans"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         parser.add_lightning_class_args(PerClassAccuracy, "per_class")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        # ``args`` is always the (rewritten) command line here, so Lightning's warning about passing both ``args``
+        # and command-line arguments would fire on every run of the console script.
+        self.config = parser.parse_object(args) if isinstance(args, dict) else parser.parse_args(args)
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning restores the model's class and arguments from ``ckpt_path``; an ``InferenceDataModule`` reads
+        its preprocessing and classes from the same file."""
+        super()._parse_ckpt_path()
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        data = self.config[subcommand].get("data") if subcommand else None
+        if ckpt_path and getattr(data, "class_path", None) == INFERENCE_DATA and data.init_args.checkpoint is None:
+            data.init_args.checkpoint = str(ckpt_path)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError, OSError) as err:
+            raise config_error(err, self.config.get(str(self.subcommand), self.config)) from err
+
+    def _before_inference(self) -> None:
+        # Lightning restores the checkpoint callback's state too and warns that its old directory differs: noise
+        # for a run that writes no checkpoint.
+        warnings.filterwarnings("ignore", message="The dirpath has changed from")
+        if self.subcommand == "predict":
+            return
+        if isinstance(self.datamodule, InferenceDataModule) and not self.datamodule.labelled:
+            raise ConfigError(
+                f"--data.path: {self.subcommand} needs labelled images (one sub-folder per class, named after the "
+                f"model's classes); {str(self.datamodule.path)!r} has none. Use predict for unlabelled images"
+            )
+
+    before_validate = before_test = before_predict = _before_inference
+
+    def before_fit(self) -> None:
+        # Keep ``last.ckpt`` (the README's resume / test example) unless the user decided otherwise.
+        for callback in self.trainer.checkpoint_callbacks:
+            if getattr(callback, "save_last", False) is None:
+                callback.save_last = True
 
 
 # The classes used when the command line and its config files name none (the embedded default). They are added as
@@ -44,6 +104,8 @@ class LongTailCLI(LightningCLI):
 # with the base class's `loss: ce` instead of LDAMDRW's own `ldam`.
 DEFAULT_CLASSES = {"model": "lt_lightning.methods.LongTailClassifier", "data": "lt_lightning.data.LongTailDataModule"}
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+INFERENCE_DATA = "lt_lightning.data.InferenceDataModule"
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "null")  # values Lightning resolves itself
 
 
 def _config_keys(path: str) -> set[str]:
@@ -55,17 +117,19 @@ def _config_keys(path: str) -> set[str]:
     return set(content) if isinstance(content, dict) else set()
 
 
-def with_default_classes(args: list[str]) -> list[str]:
-    """``args`` with ``--model=<base class>`` / ``--data=<base class>`` inserted after the subcommand when neither
-    an argument nor a ``--config`` file names that group.
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name value`` / ``--name=value`` in ``args`` (the last one), else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
 
-    Example:
-        >>> with_default_classes(["fit", "--model=LDAMDRW"])
-        ['fit', '--data=lt_lightning.data.LongTailDataModule', '--model=LDAMDRW']
-    """
-    position = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None)
-    if position is None:
-        return args
+
+def named_groups(args: list[str]) -> set[str]:
+    """The groups (``model``, ``data``) whose class an argument or a ``--config`` file names."""
     named: set[str] = set()
     for i, arg in enumerate(args):
         for group in DEFAULT_CLASSES:
@@ -75,8 +139,47 @@ def with_default_classes(args: list[str]) -> list[str]:
             named |= _config_keys(args[i + 1])
         elif arg.startswith("--config="):
             named |= _config_keys(arg.split("=", 1)[1])
-    extra = [f"--{group}={cls}" for group, cls in DEFAULT_CLASSES.items() if group not in named]
+    return named
+
+
+def with_default_classes(args: list[str]) -> list[str]:
+    """``args`` with ``--model=<class>`` / ``--data=<class>`` inserted after the subcommand when neither an argument
+    nor a ``--config`` file names that group.
+
+    The classes are the embedded default's, except for ``validate`` / ``test`` / ``predict`` with an existing
+    ``--ckpt_path``: then the checkpoint's own module class, and for the data an ``InferenceDataModule`` when
+    ``--data.path`` (or ``--data.init_args.path``) names new images, else the training run's datamodule with the
+    arguments the checkpoint recorded (later ``--data.init_args.*`` arguments still override them, e.g. ``root``).
+
+    Example:
+        >>> with_default_classes(["fit", "--model=LDAMDRW"])
+        ['fit', '--data=lt_lightning.data.LongTailDataModule', '--model=LDAMDRW']
+    """
+    position = next((i for i, a in enumerate(args) if a in SUBCOMMANDS), None)
+    if position is None:
+        return args
+    named = named_groups(args)
+    classes = dict(DEFAULT_CLASSES)
+    ckpt_path = _option(args, "--ckpt_path")
+    if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and not Path(ckpt_path).is_file():
+        raise ConfigError(f"--ckpt_path: {ckpt_path!r} does not exist or is not a file")
+    if args[position] != "fit" and ckpt_path and Path(ckpt_path).is_file():
+        checkpoint = read_checkpoint(ckpt_path)
+        classes["model"] = (checkpoint.get("hyper_parameters") or {}).get("_class_path", classes["model"])
+        if any(a.startswith(("--data.path", "--data.init_args.path")) for a in args):
+            classes["data"] = INFERENCE_DATA
+        else:
+            classes["data"] = _recorded_datamodule(checkpoint) or classes["data"]
+    extra = [f"--{group}={cls}" for group, cls in classes.items() if group not in named]
     return [*args[: position + 1], *extra, *args[position + 1 :]]
+
+
+def _recorded_datamodule(checkpoint: dict[str, Any]) -> str | None:
+    """The training run's datamodule as a JSON ``{class_path, init_args}`` argument value, if the checkpoint has it."""
+    hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    hparams.pop("_instantiator", None)
+    class_path = hparams.pop("_class_path", None)
+    return None if class_path is None else json.dumps({"class_path": class_path, "init_args": hparams})
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> LongTailCLI:
@@ -84,7 +187,8 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LongTailCLI:
     args = with_default_classes(list(sys.argv[1:] if args is None else args))
     return LongTailCLI(
         model_class=LongTailClassifier,
-        datamodule_class=LongTailDataModule,
+        # Any LightningDataModule (``InferenceDataModule`` for new images, a user's own); the default is added above.
+        datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_defaults=TRAINER_DEFAULTS,
@@ -97,8 +201,16 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LongTailCLI:
 
 
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``lt-lightning`` console script; tests call ``main(["fit", ...])``."""
-    build_cli(args)
+    """Entry point of the ``lt-lightning`` console script; tests call ``main(["fit", ...])``.
+
+    A :class:`~lt_lightning.cli_errors.ConfigError` (a bad value or a missing file met while the classes are built)
+    ends the program with its one-line message on stderr and exit status 2, as a parse error does.
+    """
+    try:
+        build_cli(args)
+    except ConfigError as err:
+        sys.stderr.write(f"lt-lightning: error: {err}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

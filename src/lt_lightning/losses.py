@@ -24,9 +24,10 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -488,3 +489,48 @@ def create_loss(name: str, class_counts: Sequence[int], **kwargs: object) -> Cla
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}")
     return LOSSES[name](class_counts, **kwargs)
+
+
+def check_loss_config(config: Mapping[str, Any]) -> None:
+    """Check a ``{"class_path": ..., "init_args": {...}}`` loss mapping where it enters (the module's constructor).
+
+    Example:
+        >>> check_loss_config({"class_path": "lt_lightning.losses.LDAMLoss", "init_args": {"max_margin": 0.3}})
+        >>> check_loss_config({"init_args": {}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: loss given as a mapping needs 'class_path' ... got keys ['init_args']
+    """
+    keys = sorted(config)
+    if "class_path" not in config or not set(keys) <= {"class_path", "init_args", "dict_kwargs"}:
+        raise ValueError(
+            "loss given as a mapping needs 'class_path' (a loss class such as lt_lightning.losses.LDAMLoss) and "
+            f"optionally 'init_args', got keys {keys}"
+        )
+    init_args = config.get("init_args") or {}
+    if not isinstance(init_args, Mapping):
+        raise ValueError(f"loss init_args must be a mapping of keyword arguments, got {init_args!r}")
+    if "class_counts" in init_args:
+        raise ValueError("loss init_args must not set class_counts: the module fills it in from the datamodule")
+
+
+def loss_from_config(config: Mapping[str, Any], class_counts: Sequence[int]) -> nn.Module:
+    """Instantiate ``config["class_path"]`` with ``class_counts`` first and ``config["init_args"]`` as keywords.
+
+    This is how a loss outside :data:`LOSSES` given in YAML (and recorded so in the checkpoint) is built.
+
+    Example:
+        >>> loss = loss_from_config({"class_path": "lt_lightning.losses.LDAMLoss", "init_args": {"scale": 10}}, [9, 1])
+        >>> type(loss).__name__, loss.scale
+        ('LDAMLoss', 10.0)
+    """
+    check_loss_config(config)
+    module_name, _, name = str(config["class_path"]).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"loss class_path {config['class_path']!r} cannot be imported: {err}") from None
+    loss = cls(class_counts, **dict(config.get("init_args") or {}), **dict(config.get("dict_kwargs") or {}))
+    if not isinstance(loss, nn.Module):
+        raise TypeError(f"loss class_path {config['class_path']!r} must build an nn.Module, got {type(loss).__name__}")
+    return loss

@@ -68,7 +68,8 @@ class LookupClassifier(L.LightningModule):
     """A foreign classifier: ``forward(ids)`` returns the fixed logit row of each sample id.
 
     ``step_returns`` picks what ``validation_step`` / ``test_step`` return: ``"logits"``, ``"dict"``
-    (``{"logits", "target"}``) or ``"none"`` (the callback must then call the module itself).
+    (``{"logits", "target"}``), ``"none"`` or ``"loss"`` (a scalar; the callback must then call the module itself),
+    or ``"half"`` (a malformed tensor).
     """
 
     def __init__(self, samples, step_returns: str = "logits", class_counts=None, num_classes: int = 4):
@@ -94,6 +95,10 @@ class LookupClassifier(L.LightningModule):
         if self.step_returns == "none":
             return None
         logits = self(batch[0])
+        if self.step_returns == "loss":  # the commonest Lightning idiom: the step returns its loss
+            return torch.nn.functional.cross_entropy(logits, batch[1])
+        if self.step_returns == "half":  # a (N/2, C) tensor: neither logits of the batch nor a loss
+            return logits[: len(logits) // 2]
         return {"logits": logits, "target": batch[1]} if self.step_returns == "dict" else logits
 
     def validation_step(self, batch, batch_idx):
@@ -225,7 +230,7 @@ def test_empty_shot_group_is_nan(tmp_path, class_counts, many_threshold, few_thr
 
 
 # ---------------------------------------------------------------------------------------------------- step outputs
-@pytest.mark.parametrize("step_returns", ["logits", "dict", "none"])
+@pytest.mark.parametrize("step_returns", ["logits", "dict", "none", "loss"])
 def test_step_output_forms_give_the_same_result(tmp_path, step_returns):
     model = LookupClassifier(SAMPLES, step_returns=step_returns)
     trainer = make_trainer(tmp_path, PerClassAccuracy(CLASS_COUNTS, class_names=NAMES))
@@ -234,23 +239,25 @@ def test_step_output_forms_give_the_same_result(tmp_path, step_returns):
         assert metric(trainer, f"test/per_class/{name}") == pytest.approx(value, abs=1e-6)
     for name, value in zip(NAMES, EXPECTED_PER_CLASS, strict=True):
         assert_close_or_nan(metric(trainer, f"test/per_class/acc_{name}"), value)
-    # the step itself calls forward once per batch, except with "none", where the callback does it instead
-    assert model.forward_calls == 3
+    # the step itself calls forward once per batch; with "none" the callback does it instead, with "loss" both do
+    assert model.forward_calls == (6 if step_returns == "loss" else 3)
 
 
-def test_validation_step_returning_none_matches_returning_logits(tmp_path):
+def test_validation_step_returning_none_or_its_loss_matches_returning_logits(tmp_path):
+    # Regression (issue 12): a validation_step returning the loss crashed after the first epoch with a shape error.
     results = {}
-    for step_returns in ("logits", "none"):
+    for step_returns in ("logits", "none", "loss"):
         run_dir = tmp_path / step_returns
-        trainer = make_trainer(run_dir, PerClassAccuracy(CLASS_COUNTS), num_sanity_val_steps=0)
+        trainer = make_trainer(run_dir, PerClassAccuracy(CLASS_COUNTS), num_sanity_val_steps=0, max_epochs=2)
         trainer.fit(LookupClassifier(SAMPLES, step_returns=step_returns), datamodule=LookupData(SAMPLES))
         keys = [k for k in trainer.callback_metrics if k.startswith("val/per_class/")]
         assert len(keys) == 5 + 4
         results[step_returns] = {k: metric(trainer, k) for k in keys}
         assert read_csv(run_dir / "per_class_val.csv") == read_csv(tmp_path / "logits" / "per_class_val.csv")
-    assert results["none"].keys() == results["logits"].keys()
-    for key, value in results["logits"].items():
-        assert_close_or_nan(results["none"][key], value)
+    for other in ("none", "loss"):
+        assert results[other].keys() == results["logits"].keys()
+        for key, value in results["logits"].items():
+            assert_close_or_nan(results[other][key], value)
     assert results["logits"]["val/per_class/balanced_acc"] == pytest.approx(EXPECTED["balanced_acc"])
 
 
@@ -297,6 +304,14 @@ def test_logits_with_the_wrong_number_of_columns_raise(tmp_path):
     model = LookupClassifier(SAMPLES, num_classes=5)
     with pytest.raises(ValueError, match=r"logits have 5 columns but num_classes is 4 \(got shape \(4, 5\)\)"):
         trainer.test(model, dataloaders=DataLoader(id_dataset(SAMPLES), batch_size=4), verbose=False)
+
+
+def test_a_malformed_step_output_says_what_to_return(tmp_path):
+    trainer = make_trainer(tmp_path, PerClassAccuracy(CLASS_COUNTS))
+    with pytest.raises(ValueError, match=r"logits \(N, C\) for a batch of N = 4 targets, got shape \(2, 4\).*return"):
+        trainer.test(
+            LookupClassifier(SAMPLES, step_returns="half"), dataloaders=DataLoader(id_dataset(SAMPLES), batch_size=4)
+        )
 
 
 @pytest.mark.parametrize("step_returns", ["none", "loss-dict"])

@@ -3,5 +3,6 @@
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.per_class import PerClassAccuracy
+from lt_lightning.callbacks.predictions import PredictionWriter
 
-__all__ = ["DeferredResampling", "DeferredReweighting", "ExpectedKLDivergence", "PerClassAccuracy"]
+__all__ = ["DeferredResampling", "DeferredReweighting", "ExpectedKLDivergence", "PerClassAccuracy", "PredictionWriter"]

@@ -4,8 +4,8 @@ Contract with the LightningModule (nothing else of this package is needed):
 
 - the validation / test batch is a tuple or list ``(inputs, targets, ...)``; and
 - ``validation_step`` / ``test_step`` returns the logits ``(N, C)`` (a tensor, or a dict with ``"logits"`` and
-  optionally ``"target"``). If the step returns nothing, the callback calls ``pl_module(inputs)`` itself under
-  ``torch.no_grad()``.
+  optionally ``"target"``). If the step returns nothing, its scalar loss, or a dict without ``"logits"``, the
+  callback calls ``pl_module(inputs)`` itself under ``torch.no_grad()`` (one more forward per batch).
 
 Class counts (for the shot groups and the plot) come from the ``class_counts`` argument, else from
 ``trainer.datamodule.class_counts``, else from ``pl_module.class_counts``.
@@ -247,11 +247,20 @@ def _logits_and_target(pl_module, outputs: Any, batch: Any) -> tuple[torch.Tenso
                 f"{{'logits': ..., 'target': ...}}; got a batch of type {type(batch).__name__}"
             )
         target = batch[1]
+    if isinstance(outputs, torch.Tensor) and outputs.ndim < 2:
+        # The step returned its loss (the commonest Lightning idiom), not logits: compute them as for ``None``.
+        outputs = None
     if outputs is None:
         with torch.no_grad():
             outputs = pl_module(batch[0])
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(f"PerClassAccuracy expects logits as a tensor (N, C), got {type(outputs).__name__}")
+    if outputs.ndim != 2 or len(outputs) != len(target):
+        raise ValueError(
+            f"PerClassAccuracy expects logits (N, C) for a batch of N = {len(target)} targets, got shape "
+            f"{tuple(outputs.shape)}: make validation_step / test_step return the logits, a dict with 'logits', its "
+            "loss, or nothing (then the callback calls the module on the inputs)"
+        )
     return outputs, target
 
 

@@ -2,6 +2,7 @@
 
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.datasets import DATASETS, ArrayDataset, BaseSplits, ImageFileDataset, load_dataset
+from lt_lightning.data.inference import InferenceDataModule
 from lt_lightning.data.nuisance import NUISANCES, create_nuisance
 from lt_lightning.data.nuisance_lt import freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
@@ -25,6 +26,7 @@ __all__ = [
     "BaseSplits",
     "ClassBalancedSampler",
     "ImageFileDataset",
+    "InferenceDataModule",
     "InstanceSampler",
     "LongTailDataModule",
     "LongTailSampler",

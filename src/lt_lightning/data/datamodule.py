@@ -206,6 +206,8 @@ class LongTailDataModule(L.LightningDataModule):
         # ``is None``, not ``or``: a user transform may be falsy (an empty nn.Sequential has len 0).
         self.train_transform = default_train if train_transform is None else train_transform
         self.eval_transform = default_eval if eval_transform is None else eval_transform
+        # Recorded in model checkpoints (``preprocessing``); unknown when the user brings an eval_transform.
+        self._normalisation = None if eval_transform is not None else (list(base.mean), list(base.std))
         self.class_counts: tuple[int, ...] = tuple(int(c) for c in counts)
         self.class_names: tuple[str, ...] = tuple(base.class_names)
         self.num_classes: int = base.num_classes
@@ -287,6 +289,24 @@ class LongTailDataModule(L.LightningDataModule):
             f"val {len(self.val_set)}{' (= test)' if self.val_set is self.test_set else ''}, test {len(self.test_set)}"
             + ("" if self.nuisance is None else f", nuisance {hp.nuisance} ({hp.nuisance_mode})")
         )
+
+    @property
+    def preprocessing(self) -> dict | None:
+        """How raw uint8 images become model inputs, in plain types (stored in model checkpoints): ``mean`` and
+        ``std`` on the [0, 1] scale, ``image_size`` (square side, None = native), ``in_chans``, ``dataset``. None
+        when a custom ``eval_transform`` was given (it cannot be described this way).
+
+        Example:
+            >>> prep = LongTailDataModule("digits").preprocessing
+            >>> prep["image_size"], prep["in_chans"], prep["dataset"]
+            (8, 1, 'digits')
+        """
+        if self._normalisation is None:
+            return None
+        mean, std = self._normalisation
+        side = self._side or int(self.test_set.image(0).shape[-1])
+        dataset = self.hparams.dataset
+        return {"mean": mean, "std": std, "image_size": side, "in_chans": self.in_chans, "dataset": dataset}
 
     @property
     def train_targets(self) -> np.ndarray:

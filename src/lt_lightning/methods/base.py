@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -31,9 +31,10 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lt_lightning.checkpoints import checkpoint_metadata
 from lt_lightning.functional.losses import sigmoid_bias_init
 from lt_lightning.functional.weights import check_class_counts
-from lt_lightning.losses import LOSSES, ClassCountLoss, create_loss
+from lt_lightning.losses import LOSSES, ClassCountLoss, check_loss_config, create_loss, loss_from_config
 from lt_lightning.metrics import PerClassAccuracyMetric
 from lt_lightning.models import Backbone, create_backbone
 from lt_lightning.optim import WarmupMultiStepLR
@@ -52,8 +53,9 @@ class LongTailClassifier(L.LightningModule):
         backbone_kwargs: extra keyword arguments for the backbone factory.
         in_chans: input channels (linked from the datamodule by the CLI).
         head: ``linear``, ``cosine`` (the NormedLinear of LDAM) or ``auto``: cosine when the loss asks for it.
-        loss: a name of :data:`lt_lightning.losses.LOSSES` or a callable ``class_counts -> nn.Module`` (in YAML:
-            ``class_path`` + ``init_args``; ``class_counts`` is filled in).
+        loss: a name of :data:`lt_lightning.losses.LOSSES`, a callable ``class_counts -> nn.Module``, or a
+            ``{"class_path": ..., "init_args": {...}}`` mapping of a loss class (in YAML: ``loss: {class_path:
+            lt_lightning.losses.LDAMLoss, init_args: {max_margin: 0.3}}``); ``class_counts`` is filled in.
         loss_kwargs: keyword arguments for a loss given by name.
         optimizer: ``params -> Optimizer``; ``None`` is SGD(lr=0.1, momentum=0.9, weight_decay=2e-4).
         lr_scheduler: ``optimizer -> LRScheduler`` stepped per epoch; ``None`` is
@@ -84,12 +86,18 @@ class LongTailClassifier(L.LightningModule):
             raise ValueError(
                 f"loss must be one of {sorted(LOSSES)} or a callable class_counts -> nn.Module, got {loss!r}"
             )
+        if isinstance(loss, Mapping):
+            check_loss_config(loss)
         if class_names is not None and len(class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(class_names)} entries but class_counts has {self.num_classes}")
         self.class_names = tuple(class_names) if class_names is not None else tuple(map(str, range(self.num_classes)))
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
+
+        # How raw images become inputs (mean / std, image size, channels), filled from the datamodule when a
+        # checkpoint is written and restored with it, so new raw images can be prepared after the data is gone.
+        self.preprocessing: dict[str, Any] | None = None
 
         self.criterion = self.configure_loss()
         self.backbone = self.configure_backbone()
@@ -102,6 +110,10 @@ class LongTailClassifier(L.LightningModule):
         loss = self.hparams.loss
         if isinstance(loss, str):
             return create_loss(loss, self.class_counts, **(self.hparams.loss_kwargs or {}))
+        if isinstance(loss, Mapping):
+            # ``{class_path, init_args}``: how the CLI records a loss outside the registry in the hyper-parameters
+            # (and so in checkpoints); ``class_counts`` is filled in as for a callable.
+            return loss_from_config(loss, self.class_counts)
         return loss(self.class_counts)
 
     def head_kind(self) -> str:
@@ -211,6 +223,17 @@ class LongTailClassifier(L.LightningModule):
         optimizer = self.build_optimizer()
         scheduler = self.build_lr_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ----------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what rebuilding and using the model needs without its training data: the module's class path and
+        the input preprocessing (``checkpoint["lt_lightning"]``; plain types, so ``weights_only`` loading works)."""
+        if self.preprocessing is None and self._trainer is not None:
+            self.preprocessing = getattr(self.trainer.datamodule, "preprocessing", None)
+        checkpoint["lt_lightning"] = checkpoint_metadata(self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.preprocessing = checkpoint.get("lt_lightning", {}).get("preprocessing")
 
     @property
     def loss_module(self) -> ClassCountLoss | nn.Module:
