@@ -41,7 +41,6 @@ from lt_lightning.callbacks import PerClassAccuracy, PredictionWriter
 from lt_lightning.checkpoints import read_checkpoint
 from lt_lightning.cli_errors import ConfigError, config_error
 from lt_lightning.data import InferenceDataModule
-from lt_lightning.methods import LongTailClassifier
 
 # The embedded default: small enough to train on 2 CPU cores in well under two minutes.
 TRAINER_DEFAULTS = {"max_epochs": 30, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 5}
@@ -186,7 +185,9 @@ def build_cli(args: ArgsType = None, run: bool = True) -> LongTailCLI:
     """Parse ``args`` (default: the command line), instantiate, and run the subcommand when ``run`` is true."""
     args = with_default_classes(list(sys.argv[1:] if args is None else args))
     return LongTailCLI(
-        model_class=LongTailClassifier,
+        # Any LightningModule (every lt_lightning method, the generator trainers, a user's own); the default
+        # (LongTailClassifier) is added above.
+        model_class=L.LightningModule,
         # Any LightningDataModule (``InferenceDataModule`` for new images, a user's own); the default is added above.
         datamodule_class=L.LightningDataModule,
         subclass_mode_model=True,
