@@ -2,7 +2,15 @@
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
+from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.callbacks.predictions import PredictionWriter
 
-__all__ = ["DeferredResampling", "DeferredReweighting", "ExpectedKLDivergence", "PerClassAccuracy", "PredictionWriter"]
+__all__ = [
+    "DeferredResampling",
+    "DeferredReweighting",
+    "ExpectedKLDivergence",
+    "GenerativeInvarianceTransfer",
+    "PerClassAccuracy",
+    "PredictionWriter",
+]
