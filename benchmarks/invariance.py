@@ -1,10 +1,11 @@
-"""Per-group eKLD and balanced accuracy of the Digits-ROT-LT presets (CE, CE-DRS), averaged over seeds.
+"""Per-group eKLD and balanced accuracy of the Digits-ROT-LT presets (CE, CE-DRS, CE-DRS + oracle GIT), averaged
+over seeds.
 
 Each preset is run through the CLI exactly as a user would (``lt-lightning fit --config ...``) with the seed as both
 the training seed and the instance (``subset_seed``), single-threaded; the ``ExpectedKLDivergence`` callback's
 after-training rows are grouped many / medium / few by training class size.
 
-    .venv/bin/python benchmarks/invariance.py [--presets digits_rot_lt_ce digits_rot_lt_ce_drs] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/invariance.py [--presets digits_rot_lt_ce ...] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def run(preset: str, seed: int, root: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["digits_rot_lt_ce", "digits_rot_lt_ce_drs"])
+    parser.add_argument(
+        "--presets", nargs="+", default=["digits_rot_lt_ce", "digits_rot_lt_ce_drs", "digits_rot_lt_ce_drs_git_oracle"]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     torch.set_num_threads(1)

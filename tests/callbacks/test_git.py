@@ -270,3 +270,13 @@ def test_too_small_a_batch_warns_once(tmp_path):
     with pytest.warns(UserWarning, match=r"floor\(0.1 \* 8\) = 0"):
         cpu_trainer(tmp_path, limit_val_batches=0, callbacks=[callback]).fit(Recorder(), loader())
     assert math.floor(0.1 * 8) == 0
+
+
+def test_background_oracle_on_static_nuisance_data_warns(tmp_path):
+    dm = LongTailDataModule("digits", batch_size=32, nuisance="background")
+    callback = GenerativeInvarianceTransfer("background")
+    trainer = cpu_trainer(tmp_path)
+    trainer.strategy.connect(LongTailClassifier(dm.class_counts, in_chans=1))
+    trainer._data_connector.attach_datamodule(trainer.lightning_module, datamodule=dm)
+    with pytest.warns(UserWarning, match="nuisance_mode: oracle"):
+        callback.setup(trainer, trainer.lightning_module, "fit")

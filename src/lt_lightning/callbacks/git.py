@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
-from lt_lightning.data.nuisance import NUISANCES
+from lt_lightning.data.nuisance import NUISANCES, RotationNuisance
 from lt_lightning.generators.oracle import OracleGenerator
 
 GATES = ("none", "hard", "linear")
@@ -170,6 +170,7 @@ class GenerativeInvarianceTransfer(Callback):
         if isinstance(self.generator, nn.Module):
             self.generator.to(pl_module.device).eval().requires_grad_(False)
         _check_generator_geometry(self.generator, len(self.mean), getattr(trainer.datamodule, "preprocessing", None))
+        _warn_if_oracle_cannot_compose(self.generator, trainer.datamodule)
         counts = getattr(trainer.datamodule, "class_counts", None) or getattr(pl_module, "class_counts", None)
         if self.class_gate != "none":
             if counts is None:
@@ -310,6 +311,20 @@ def _check_generator_geometry(generator: Any, channels: int, preprocessing: dict
     if gen_size is not None and data_size is not None and gen_size != data_size:
         raise ValueError(
             f"the GIT generator was built for {gen_size}x{gen_size} images but the data is {data_size}x{data_size}"
+        )
+
+
+def _warn_if_oracle_cannot_compose(generator: Any, datamodule: Any) -> None:
+    """Background and dilation are not closed under composition: on images that already carry the nuisance
+    (``nuisance_mode: static``) the oracle changes nothing (background) or compounds it (dilation)."""
+    if not isinstance(generator, OracleGenerator) or isinstance(generator.nuisance, RotationNuisance):
+        return
+    hparams = getattr(datamodule, "hparams", {}) or {}
+    if getattr(datamodule, "nuisance", None) is not None and hparams.get("nuisance_mode") == "static":
+        rank_zero_warn(
+            f"GenerativeInvarianceTransfer: the {generator.extra_repr()} oracle on images that already carry the "
+            "nuisance (nuisance_mode: static) re-draws nothing for a background and compounds a dilation; use "
+            "nuisance_mode: oracle (clean images, fresh draws), as the reference oracle does"
         )
 
 
