@@ -155,8 +155,8 @@ class LongTailDataModule(L.LightningDataModule):
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if profile is not None and profile not in PROFILES:
             raise ValueError(f"profile must be one of {sorted(PROFILES)} or None (automatic), got {profile!r}")
-        # Resolved before save_hyperparameters, which reads the local variables: hparams (and so checkpoints and
-        # logged hparams.yaml) record the profile actually used, and reloading them rebuilds the same split.
+        # Resolved here and written into hparams below: checkpoints and logged hparams.yaml record the profile
+        # actually used, and reloading them rebuilds the same split.
         self.profile_auto: bool = profile is None
         profile = auto_profile(dataset) if profile is None else profile
         self.profile: str = profile
@@ -204,6 +204,8 @@ class LongTailDataModule(L.LightningDataModule):
         ):
             raise ValueError(f"zipf_exponent must be a number > 0, got {zipf_exponent!r}")
         self.save_hyperparameters(ignore=["train_transform", "eval_transform"])
+        # Under LightningCLI save_hyperparameters stores the config as given (profile None): record the one used.
+        self.hparams["profile"] = profile
 
         base = load_dataset(dataset, root, download=download)
         available = _check_pool(dataset, root, base)
