@@ -200,3 +200,13 @@ def test_digits_rot_lt_preset_writes_ekld_csv_and_scatter(tmp_path):
     assert [int(r["train_count"]) for r in rows] == list(cli.datamodule.class_counts)
     assert all(int(r["pairs"]) == 4 * 3 for r in rows) and all(float(r["ekld"]) >= 0 for r in rows)
     assert (log_dir / "ekld_fit.png").stat().st_size > 1000
+
+
+def test_fit_prints_the_split_once(tmp_path, capsys):
+    cli = _fit(tmp_path, "--trainer.fast_dev_run=true")
+    out = capsys.readouterr().out
+    header = "LongTailDataModule: digits, profile exponential (automatic: balanced benchmark pool, imbalance_ratio 10)"
+    assert out.count(header) == 1 and out.count("LongTailDataModule:") == 1
+    assert "  kept 544 of 1397 training-pool images (ratio 10.3)" in out
+    assert cli.datamodule.class_counts == (134, 103, 80, 62, 48, 37, 28, 22, 17, 13)  # no-argument split unchanged
+    assert cli.datamodule.hparams.profile == "exponential"  # the resolved profile, as logged and checkpointed

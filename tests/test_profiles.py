@@ -111,7 +111,10 @@ def test_make_class_counts_defaults_head_to_smallest_available():
             r"class_order must be one of \['label', 'random'\], got 'shuffled'",
         ),
         (lambda: exponential_profile(5000, 0, 10), r"num_classes must be an integer >= 1, got 0"),
-        (lambda: natural_profile([3, 0]), r"with 0 samples"),
+        (
+            lambda: natural_profile([3, 0]),
+            r"profile 'none' keeps every image, but classes \[1\] have 0 samples in the pool",
+        ),
     ],
 )
 def test_bad_input_raises(call, match):

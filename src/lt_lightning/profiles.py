@@ -113,7 +113,13 @@ def zipf_profile(head_size: float, num_classes: int, exponent: float = 2.0, mini
 def natural_profile(available: Sequence[int]) -> tuple[int, ...]:
     """The natural distribution: every class keeps all of its images (``profile="none"``), in label order."""
     counts = np.asarray(available, dtype=np.int64)
-    return _check_no_empty(counts, "none")
+    if (counts < 1).any():
+        # No ratio or head size is involved here: the pool itself lacks these classes.
+        raise ValueError(
+            f"profile 'none' keeps every image, but classes {np.flatnonzero(counts < 1).tolist()} have 0 samples in "
+            f"the pool (available {counts.tolist()}); every label 0..{len(counts) - 1} needs training images"
+        )
+    return tuple(int(c) for c in counts)
 
 
 def assign_class_order(rank_counts: Sequence[int], order: ClassOrder = "label", seed: int = 0) -> tuple[int, ...]:

@@ -332,3 +332,12 @@ def test_module_modes_are_restored_exactly(tmp_path):
     rows, scalars = cb.measure(trainer, model, "fit", 1, 1, prefix="direct")
     assert (model.training, model.norm.training) == (True, False)  # not model.train(True): the norm stays in eval
     assert scalars["direct/ekld/class_half"] > 0 and rows[0]["pairs"] == 1
+
+
+def test_without_a_logger_reports_go_under_default_root_dir_not_the_cwd(tmp_path, monkeypatch):
+    cwd, root = tmp_path / "cwd", tmp_path / "root"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    run_test(root, MeanIntensity(), background_callback(), logger=False)
+    assert {"ekld_test.csv", "ekld_test.png"} <= {p.name for p in root.iterdir()}
+    assert list(cwd.iterdir()) == []

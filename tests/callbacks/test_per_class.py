@@ -469,3 +469,18 @@ def test_two_process_ddp_equals_single_process_exactly(tmp_path):
         assert ddp[key] == value, key  # exactly, not approximately
     assert ddp["val/per_class/acc_yak"] == 0.5  # 1/3 if the padded copy of sample 0 were counted
     assert (tmp_path / "ddp" / "per_class_val.png").exists()
+
+
+def test_without_a_logger_reports_go_under_default_root_dir_not_the_cwd(tmp_path, monkeypatch):
+    cwd, root = tmp_path / "cwd", tmp_path / "root"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    trainer = make_trainer(
+        root, PerClassAccuracy(CLASS_COUNTS, class_names=NAMES), num_sanity_val_steps=0, logger=False
+    )
+    model, datamodule = LookupClassifier(SAMPLES), LookupData(SAMPLES)
+    trainer.fit(model, datamodule=datamodule)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    written = {p.name for p in root.iterdir()}
+    assert {"per_class_val.csv", "per_class_val.png", "per_class_test.csv", "per_class_test.png"} <= written
+    assert list(cwd.iterdir()) == []

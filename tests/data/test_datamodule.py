@@ -17,7 +17,7 @@ from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.datasets import CIFAR_MEAN, CIFAR_STD, DIGITS_MEAN, DIGITS_STD
 from lt_lightning.data.samplers import SAMPLERS, ProgressiveSampler
 from lt_lightning.profiles import exponential_profile
-from tests.data.fake_data import write_cifar10, write_imagefolder, write_k49, write_npz
+from tests.data.fake_data import write_cifar10, write_gtsrb, write_imagefolder, write_k49, write_npz
 
 # Digits training pool per class (1797 images minus 40 test images per class): its smallest class is 8.
 DIGITS_POOL = (138, 142, 137, 143, 141, 142, 141, 139, 134, 140)
@@ -270,7 +270,10 @@ def test_progressive_total_epochs_from_trainer(tmp_path):
     ("kwargs", "pattern"),
     [
         ({"dataset": "cifar11"}, r"dataset must be one of \[.*'cifar10'.*'digits'.*\], got 'cifar11'"),
-        ({"profile": "linear"}, r"profile must be one of \['exponential', 'none', 'step', 'zipf'\], got 'linear'"),
+        (
+            {"profile": "linear"},
+            r"profile must be one of \['exponential', 'none', 'step', 'zipf'\] or None \(automatic\), got 'linear'",
+        ),
         ({"sampler": "balanced"}, r"sampler must be one of \['class_balanced', 'instance', .*\], got 'balanced'"),
         ({"imbalance_ratio": 0.5}, r"imbalance_ratio must be .*>= 1.*, got 0\.5"),
         ({"profile": "zipf", "zipf_exponent": 0}, r"zipf_exponent must be a number > 0, got 0"),
@@ -311,3 +314,129 @@ def test_labels_outside_classes_raise(tmp_path):
     write_npz(path, num_classes=3, class_names=("a", "b"))  # labels 0..2 but only 2 classes
     with pytest.raises(ValueError, match=r"y_train in .* has labels \[2\], accepted: labels in \[0, 2\)"):
         LongTailDataModule("npz", root=path)
+
+
+# --- issue 12: a user's data arrives whole; the split is printed; refused pools say why ------------------------------
+
+
+def write_labels_npz(path, y_train, y_test, class_names=None) -> None:
+    """An npz in the loader's format with the given labels (random 4x4 grey images)."""
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
+    extra = {} if class_names is None else {"class_names": np.array(class_names)}
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (len(y_train), 4, 4), dtype=np.uint8),
+        y_train=y_train,
+        x_test=rng.integers(0, 256, (len(y_test), 4, 4), dtype=np.uint8),
+        y_test=y_test,
+        **extra,
+    )
+
+
+# A user's own 30/20/10 pool.
+USER_POOL = np.repeat([0, 1, 2], [30, 20, 10])
+
+
+def test_user_npz_arrives_whole_by_default(tmp_path):
+    write_labels_npz(tmp_path / "d.npz", USER_POOL, [0, 1, 2])
+    dm = LongTailDataModule("npz", root=tmp_path / "d.npz")
+    assert dm.class_counts == (30, 20, 10) and len(dm.train_set) == 60
+    assert (dm.profile, dm.profile_auto, dm.hparams.profile) == ("none", True, "none")
+    assert dm.summary().startswith("npz-LT (none): 3 classes, 60 training images")
+
+
+def test_user_imagefolder_arrives_whole_by_default(tmp_path):
+    write_imagefolder(tmp_path, n_per_class=3)
+    for name in ("img1.png", "img2.png"):
+        (tmp_path / "train" / "emu" / name).unlink()
+    (tmp_path / "train" / "dog" / "img2.png").unlink()
+    dm = LongTailDataModule("imagefolder", root=tmp_path)
+    assert dm.class_counts == (3, 2, 1) and dm.profile == "none"
+
+
+def test_k49_and_gtsrb_pools_arrive_whole_by_default(tmp_path):
+    write_k49(tmp_path / "k49", n_per_class=2)
+    assert LongTailDataModule("k49", root=tmp_path / "k49").class_counts == (2,) * 49
+    write_gtsrb(tmp_path / "gtsrb", n_per_class=1)
+    assert LongTailDataModule("gtsrb", root=tmp_path / "gtsrb").class_counts == (1,) * 43
+
+
+def test_explicit_profile_wins_on_a_user_pool(tmp_path):
+    write_labels_npz(tmp_path / "d.npz", USER_POOL, [0, 1, 2])
+    dm = LongTailDataModule("npz", root=tmp_path / "d.npz", profile="exponential", imbalance_ratio=5)
+    assert dm.class_counts == exponential_profile(10, 3, 5)  # head = smallest class, as on a benchmark pool
+    assert (dm.profile, dm.profile_auto, dm.hparams.profile) == ("exponential", False, "exponential")
+
+
+def test_benchmark_pools_keep_the_exponential_default(cifar):
+    assert LongTailDataModule().class_counts == DIGITS_RHO10  # `lt-lightning fit` with no arguments: unchanged
+    dm = LongTailDataModule("cifar10", root=cifar[0])
+    assert dm.class_counts == exponential_profile(100, 10, 10) and dm.hparams.profile == "exponential"
+
+
+def test_split_is_printed_at_setup_on_stdout(tmp_path, capsys):
+    write_labels_npz(tmp_path / "d.npz", USER_POOL, [0, 1, 2], class_names=("cat", "dog", "emu"))
+    dm = LongTailDataModule("npz", root=tmp_path / "d.npz", val_per_class=2)
+    assert capsys.readouterr().out == ""  # nothing at construction: printed when a trainer sets it up
+    dm.setup("fit")
+    assert capsys.readouterr().out.splitlines() == [
+        "LongTailDataModule: npz, profile none (automatic: user-supplied or imbalanced pool, every image kept; "
+        "set profile to re-cut it)",
+        "  kept 54 of 60 training-pool images (ratio 3.5)",
+        "  train per class: cat:28 dog:18 emu:8",
+        "  val 6 (2 per class, from the pool), test 3",
+    ]
+    dm.setup("predict")
+    assert capsys.readouterr().out == ""
+
+
+def test_split_report_of_many_classes_shows_head_and_tail(tmp_path):
+    write_k49(tmp_path, n_per_class=30)
+    dm = LongTailDataModule("k49", root=tmp_path, profile="zipf", head_size=30, zipf_min=2)
+    lines = dm.split_report().splitlines()
+    assert lines[0] == "LongTailDataModule: k49, profile zipf (given)"
+    # classes by count, ties in label order; fake K49 names are U+3042 + label
+    tail = " ".join(f"{chr(0x3042 + c)}:2" for c in range(44, 49))
+    assert lines[2] == (
+        f"  train per class (49 classes, largest first): あ:30 ぃ:7 い:3 ぅ:2 う:2 ... {tail}; "
+        "full table: datamodule.class_counts (train_count in per_class_*.csv)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "npz"])
+def test_single_class_dataset_is_refused(tmp_path, kind):
+    if kind == "imagefolder":
+        write_imagefolder(tmp_path, classes=("cat",), n_per_class=3)
+        root, names = tmp_path, "['cat']"
+    else:
+        root, names = tmp_path / "d.npz", "['0']"
+        write_labels_npz(root, [0, 0, 0], [0])
+    with pytest.raises(ValueError, match=rf"dataset '{kind}' at .* has 1 class \{names}: .*needs at least 2 classes"):
+        LongTailDataModule(kind, root=root)
+
+
+def test_non_contiguous_npz_labels_name_the_empty_class(tmp_path):
+    write_labels_npz(tmp_path / "d.npz", [0, 0, 2, 2], [0, 2])
+    pattern = (
+        r"dataset 'npz' at .*d.npz.*: classes \[1\] \(names \['1'\]\) have no training image; labels must be "
+        r"contiguous 0..2, each present in the training set: relabel y_train / y_test to 0..K-1"
+    )
+    for profile in (None, "none", "exponential"):
+        with pytest.raises(ValueError, match=pattern):
+            LongTailDataModule("npz", root=tmp_path / "d.npz", profile=profile)
+
+
+def test_label_only_in_the_test_set_is_named(tmp_path):
+    write_labels_npz(tmp_path / "d.npz", [0, 1, 0, 1], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"classes \[2\] .* no training image; \[2\] appear only in the test set"):
+        LongTailDataModule("npz", root=tmp_path / "d.npz")
+
+
+def test_profile_none_with_too_large_val_per_class(tmp_path):
+    write_labels_npz(tmp_path / "d.npz", USER_POOL, [0, 1, 2], class_names=("cat", "dog", "emu"))
+    pattern = r"val_per_class must be < 10 \(the smallest class of the npz training pool, class 'emu'\).*got 10"
+    with pytest.raises(ValueError, match=pattern):
+        LongTailDataModule("npz", root=tmp_path / "d.npz", profile="none", val_per_class=10)
+    dm = LongTailDataModule("npz", root=tmp_path / "d.npz", profile="none", val_per_class=9)
+    assert dm.class_counts == (21, 11, 1) and len(dm.val_set) == 27

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 
 import numpy as np
@@ -12,11 +13,12 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torchvision.transforms import v2
 
-from lt_lightning.data import readers
+from lt_lightning.data import datasets, readers
 from lt_lightning.data.datasets import (
     DATASETS,
     DIGITS_MEAN,
     DIGITS_STD,
+    K49_MD5,
     ArrayDataset,
     BaseSplits,
     ImageFileDataset,
@@ -200,6 +202,8 @@ def test_download_fetches_with_torchvision_then_reads(tmp_path, monkeypatch):
     urls = []
     source = tmp_path / "k49_source"
     write_k49(source)
+    fake_md5 = {n: hashlib.md5((source / n).read_bytes()).hexdigest() for n in K49_MD5}
+    monkeypatch.setattr(datasets, "K49_MD5", fake_md5)
     monkeypatch.setattr(
         torchvision.datasets.utils,
         "download_url",
@@ -209,7 +213,7 @@ def test_download_fetches_with_torchvision_then_reads(tmp_path, monkeypatch):
     )
     assert load_dataset("k49", tmp_path / "k49", download=True).class_names[1] == "ぃ"
     assert urls == [
-        f"http://codh.rois.ac.jp/kmnist/dataset/k49/{n}"
+        f"https://codh.rois.ac.jp/kmnist/dataset/k49/{n}"
         for n in (
             "k49-train-imgs.npz",
             "k49-train-labels.npz",
@@ -218,6 +222,31 @@ def test_download_fetches_with_torchvision_then_reads(tmp_path, monkeypatch):
             "k49_classmap.csv",
         )
     ]
+
+
+def test_k49_download_with_a_wrong_checksum_raises_and_deletes_the_file(tmp_path, monkeypatch):
+    import torchvision.datasets.utils
+
+    def fake_download(url, root, filename):  # no network: a tiny file that is not the release
+        (tmp_path / root / filename).write_bytes(b"not the K49 release")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", fake_download)
+    actual = hashlib.md5(b"not the K49 release").hexdigest()
+    pattern = rf"downloaded .*k49-train-imgs.npz has MD5 {actual}, expected 7ac088b20481cf51dcd01ceaab89d821"
+    with pytest.raises(ValueError, match=pattern):
+        load_dataset("k49", tmp_path / "k49", download=True)
+    assert not (tmp_path / "k49" / "k49-train-imgs.npz").exists()  # the next download=True fetches it again
+
+
+def test_k49_checksums_are_the_published_ones():
+    # The MD5s of the released files (the same four values in torchvision-style K49 loaders).
+    assert K49_MD5 == {
+        "k49-train-imgs.npz": "7ac088b20481cf51dcd01ceaab89d821",
+        "k49-train-labels.npz": "44a8e1b893f81e63ff38d73cad420f7a",
+        "k49-test-imgs.npz": "d352e201d846ce6b94f42c990966f374",
+        "k49-test-labels.npz": "4da6f7a62e67a832d5eb1bd85c5ee448",
+    }
+    assert datasets.K49_SOURCE.startswith("https://")
 
 
 def test_fashion_and_kmnist_names(tmp_path):
@@ -429,7 +458,7 @@ def test_npz_errors(tmp_path):
     np.savez(path, x_train=np.zeros((2, 3, 3), np.uint8), y_train=np.array([0, 1]))
     with pytest.raises(ValueError, match=r"lacks arrays \['x_test', 'y_test'\]"):
         load_dataset("npz", path)
-    path.write_bytes(b"PK not a zip")
+    path.write_bytes(b"PK\x03\x04 a damaged zip")
     with pytest.raises(ValueError, match="cannot read npz file .*d.npz"):
         load_dataset("npz", path)
     arrays = write_npz(path, class_names=("a", "b", "c"))._asdict()
@@ -439,6 +468,31 @@ def test_npz_errors(tmp_path):
     np.savez(path, **arrays, class_names=np.array(["a", "b"]))
     with pytest.raises(ValueError, match=r"y_train in .*d.npz has labels \[2\], accepted: labels in \[0, 2\)"):
         load_dataset("npz", path)
+
+
+def test_npy_given_as_npz_is_named(tmp_path):
+    np.save(tmp_path / "arrays.npy", np.zeros((2, 3, 3), np.uint8))
+    path = (tmp_path / "arrays.npy").rename(tmp_path / "arrays.npz")
+    with pytest.raises(ValueError, match=r"arrays.npz is a single .npy array, not an .npz archive: save .*np.savez"):
+        load_dataset("npz", path)
+
+
+def test_garbage_npz_is_not_called_a_pickle(tmp_path):
+    path = tmp_path / "d.npz"
+    path.write_bytes(b"x_train,y_train\n1,2\n")  # e.g. a CSV renamed
+    with pytest.raises(
+        ValueError, match=r"d.npz is not an .npz archive \(a zip of .npy arrays.*starts with bytes b'x_trai"
+    ):
+        load_dataset("npz", path)
+
+
+def test_imagefolder_warns_that_val_is_ignored_when_test_exists(tmp_path):
+    write_imagefolder(tmp_path, eval_dir="test")
+    write_imagefolder(tmp_path / "v", eval_dir="val")
+    (tmp_path / "v" / "val").rename(tmp_path / "val")
+    with pytest.warns(UserWarning, match=r"imagefolder: .*val is ignored: .*test is the evaluation set.*val_per_class"):
+        base = load_dataset("imagefolder", tmp_path)
+    assert len(base.test) == 3
 
 
 def test_unreadable_class_directory_is_named(tmp_path, monkeypatch):

@@ -4,10 +4,15 @@ The split is built in ``__init__`` so that ``class_counts`` (the one source of t
 callback reads) exists before the model is built: the CLI links it into the model with
 ``link_arguments(..., apply_on="instantiate")`` and plain Python passes ``dm.class_counts``.
 
+Which profile applies when none is given depends on the pool (:func:`auto_profile`): the balanced benchmark pools
+(``BALANCED_POOLS``) are cut with an exponential profile at ``imbalance_ratio``; user-supplied or already imbalanced
+pools (``imagefolder``, ``npz``, ``k49``, ``gtsrb``) arrive whole (``profile="none"``). An explicit ``profile`` always
+wins. Every ``trainer.fit`` / ``validate`` / ``test`` prints the split it uses (rank 0).
+
 Example:
     >>> dm = LongTailDataModule("digits", imbalance_ratio=10)
-    >>> dm.class_counts
-    (134, 103, 80, 62, 48, 37, 28, 22, 17, 13)
+    >>> dm.class_counts, dm.profile, dm.profile_auto
+    ((134, 103, 80, 62, 48, 37, 28, 22, 17, 13), 'exponential', True)
     >>> dm.num_classes, len(dm.test_set)
     (10, 400)
 
@@ -27,6 +32,7 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
@@ -40,6 +46,22 @@ from lt_lightning.data.transforms import default_transforms
 from lt_lightning.profiles import PROFILES, make_class_counts
 
 log = logging.getLogger(__name__)
+
+# Pools that are balanced benchmarks: without an explicit profile they are cut exponentially (the CIFAR-LT recipe).
+# Every other pool (a user's own folder or npz, K49, GTSRB) is already imbalanced or is the user's data: kept whole.
+BALANCED_POOLS = frozenset({"digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100"})
+# Above this many classes the printed split shows the head and tail classes only.
+_REPORT_ALL_CLASSES = 20
+
+
+def auto_profile(dataset: str) -> str:
+    """The profile used when none is given: ``exponential`` for a balanced benchmark pool, else ``none``.
+
+    Example:
+        >>> auto_profile("cifar10"), auto_profile("imagefolder")
+        ('exponential', 'none')
+    """
+    return "exponential" if dataset in BALANCED_POOLS else "none"
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -56,7 +78,10 @@ class LongTailDataModule(L.LightningDataModule):
             ``cifar10``, ``cifar100``, ``gtsrb``, ``k49``, ``imagefolder``, ``npz``).
         root: directory holding the dataset files (a file path for ``npz``).
         download: fetch missing files with torchvision's downloader (needs network).
-        profile: ``exponential``, ``step``, ``zipf`` or ``none`` (natural distribution).
+        profile: ``exponential``, ``step``, ``zipf`` or ``none`` (natural distribution: every image kept). Default
+            None: chosen by :func:`auto_profile` — ``exponential`` for the balanced benchmark pools (digits, mnist,
+            fashion_mnist, kmnist, cifar10, cifar100), ``none`` for user-supplied or already imbalanced pools
+            (imagefolder, npz, k49, gtsrb). The chosen name is stored in ``profile`` and ``hparams.profile``.
         imbalance_ratio: rho = n_max / n_min >= 1 (``exponential`` and ``step``).
         head_size: images in the largest class; default: the most every class can supply without reuse.
         zipf_exponent: Zipf exponent ``a`` > 0 (``zipf``).
@@ -101,7 +126,7 @@ class LongTailDataModule(L.LightningDataModule):
         dataset: str = "digits",
         root: str | Path = "data",
         download: bool = False,
-        profile: Literal["exponential", "step", "zipf", "none"] = "exponential",
+        profile: Literal["exponential", "step", "zipf", "none"] | None = None,
         imbalance_ratio: float = 10.0,
         head_size: int | None = None,
         zipf_exponent: float = 2.0,
@@ -128,8 +153,13 @@ class LongTailDataModule(L.LightningDataModule):
         # Validate names and numbers where they enter, before any file is read.
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+        if profile is not None and profile not in PROFILES:
+            raise ValueError(f"profile must be one of {sorted(PROFILES)} or None (automatic), got {profile!r}")
+        # Resolved here and written into hparams below: checkpoints and logged hparams.yaml record the profile
+        # actually used, and reloading them rebuilds the same split.
+        self.profile_auto: bool = profile is None
+        profile = auto_profile(dataset) if profile is None else profile
+        self.profile: str = profile
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if rebalancing_sampler is not None and rebalancing_sampler not in SAMPLERS:
@@ -174,16 +204,20 @@ class LongTailDataModule(L.LightningDataModule):
         ):
             raise ValueError(f"zipf_exponent must be a number > 0, got {zipf_exponent!r}")
         self.save_hyperparameters(ignore=["train_transform", "eval_transform"])
+        # Under LightningCLI save_hyperparameters stores the config as given (profile None): record the one used.
+        self.hparams["profile"] = profile
 
         base = load_dataset(dataset, root, download=download)
-        available = np.bincount(base.train.targets, minlength=base.num_classes)
+        available = _check_pool(dataset, root, base)
+        if val_per_class >= available.min():
+            raise ValueError(
+                f"val_per_class must be < {int(available.min())} (the smallest class of the {dataset} training "
+                f"pool, class {base.class_names[int(available.argmin())]!r}) to leave training images, got "
+                f"{val_per_class}"
+            )
+        self.pool_counts: tuple[int, ...] = tuple(int(a) for a in available)
         if head_size is None and profile != "none":
             head_size = int(available.min()) - val_per_class
-            if head_size < 1:
-                raise ValueError(
-                    f"val_per_class must be < {int(available.min())} (the smallest class of the {dataset} training "
-                    f"pool) to leave training images, got {val_per_class}"
-                )
         counts = make_class_counts(
             profile,
             available,
@@ -237,6 +271,54 @@ class LongTailDataModule(L.LightningDataModule):
             else self.test_set
         )
         log.info(self.summary())
+
+    def setup(self, stage: str) -> None:
+        # Once per trainer.fit / validate / test (Lightning calls setup once per entry point), on rank 0 only, on
+        # stdout: the user sees what was trained on without configuring logging.
+        if stage in ("fit", "validate", "test"):
+            _print_rank_zero(self.split_report())
+
+    def split_report(self) -> str:
+        """The split in a few lines: dataset, profile (and whether it was chosen automatically), images kept out of
+        the pool, images per class (head and tail only above 20 classes), validation and test sizes.
+
+        Example:
+            >>> print(LongTailDataModule("digits", val_per_class=4).split_report())
+            LongTailDataModule: digits, profile exponential (automatic: balanced benchmark pool, imbalance_ratio 10)
+              kept 527 of 1397 training-pool images (ratio 10.0)
+              train per class: 0:130 1:100 2:77 3:60 4:46 5:36 6:28 7:21 8:16 9:13
+              val 40 (4 per class, from the pool), test 400
+        """
+        hp, counts = self.hparams, self.class_counts
+        if not self.profile_auto:
+            how = "(given)"
+        elif self.profile == "none":
+            how = "(automatic: user-supplied or imbalanced pool, every image kept; set profile to re-cut it)"
+        else:
+            how = f"(automatic: balanced benchmark pool, imbalance_ratio {hp.imbalance_ratio:g})"
+        ratio = max(counts) / min(counts)
+        pairs = [f"{name}:{c}" for name, c in zip(self.class_names, counts, strict=True)]
+        if len(counts) <= _REPORT_ALL_CLASSES:
+            per_class = f"  train per class: {' '.join(pairs)}"
+        else:
+            ranked = [pairs[i] for i in sorted(range(len(counts)), key=lambda i: -counts[i])]
+            per_class = (
+                f"  train per class ({len(counts)} classes, largest first): {' '.join(ranked[:5])} ... "
+                f"{' '.join(ranked[-5:])}; full table: datamodule.class_counts (train_count in per_class_*.csv)"
+            )
+        val = (
+            f"val {len(self.val_set)} (= test)"
+            if self.val_set is self.test_set
+            else f"val {len(self.val_set)} ({hp.val_per_class} per class, from the pool)"
+        )
+        return "\n".join(
+            [
+                f"LongTailDataModule: {hp.dataset}, profile {self.profile} {how}",
+                f"  kept {sum(counts)} of {sum(self.pool_counts)} training-pool images (ratio {ratio:.1f})",
+                per_class,
+                f"  {val}, test {len(self.test_set)}",
+            ]
+        )
 
     def _with_nuisance(self, dataset: LabeledImages, stream: str | None, seed: int) -> LabeledImages:
         """``dataset`` as it should be served: unchanged without a nuisance; frozen with draws of ``stream``;
@@ -351,6 +433,38 @@ class LongTailDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_set)
+
+
+@rank_zero_only
+def _print_rank_zero(text: str) -> None:
+    print(text, flush=True)
+
+
+def _check_pool(dataset: str, root: str | Path, base) -> np.ndarray:
+    """Training images per class of the pool, refusing what no profile can train on: fewer than 2 classes, or a
+    class with no training image (labels must be 0..K-1, each present in the training set)."""
+    where = "" if dataset == "digits" else f" at {str(root)!r}"
+    if base.num_classes < 2:
+        raise ValueError(
+            f"dataset {dataset!r}{where} has {base.num_classes} class {list(base.class_names)}: classification needs "
+            "at least 2 classes"
+        )
+    available = np.bincount(base.train.targets, minlength=base.num_classes)
+    empty = np.flatnonzero(available == 0)
+    if len(empty):
+        test_only = sorted(set(empty.tolist()) & set(np.unique(base.test.targets).tolist()))
+        only = f"; {test_only} appear only in the test set" if test_only else ""
+        names = [base.class_names[c] for c in empty]
+        how = (
+            "relabel y_train / y_test to 0..K-1 (K = len(class_names) when given, else 1 + the largest label)"
+            if dataset == "npz"
+            else "every class needs at least one training image"
+        )
+        raise ValueError(
+            f"dataset {dataset!r}{where}: classes {empty.tolist()} (names {names}) have no training image{only}; "
+            f"labels must be contiguous 0..{base.num_classes - 1}, each present in the training set: {how}"
+        )
+    return available
 
 
 def _fixed_size(base) -> int | None:

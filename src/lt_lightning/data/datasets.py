@@ -4,8 +4,9 @@ Every loader ``DATASETS[name](root, download=False)`` returns a :class:`BaseSpli
 (balanced or natural) training pool and ``test`` the test set, without transform; ``LongTailDataModule`` takes
 the long-tailed subsets. Only ``digits`` (scikit-learn's bundled 8x8 digits) needs no file; the others read their
 released on-disk format under ``root``, and ``download=True`` fetches missing files (torchvision's downloaders,
-``download_url`` for K49) where a source exists. No checksum is verified when reading, so tiny files in the real
-formats work in tests.
+``download_url`` for K49) where a source exists. Downloads are checked: torchvision verifies the MD5 of what it
+fetches, and K49's four release files are fetched over https and checked against :data:`K49_MD5`. Files already on
+disk are not checksummed when reading, so tiny files in the real formats work in tests.
 
 Example:
     >>> base = load_dataset("digits")
@@ -18,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +113,7 @@ _IDX_SPECS = {
     ),
     "kmnist": _IdxSpec(
         "KMNIST",
-        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
+        "https://codh.rois.ac.jp/kmnist/dataset/kmnist/",
         ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
         0.1918,
         0.3483,
@@ -219,12 +222,23 @@ def _load_cifar(dataset: str, root: str | Path, download: bool) -> BaseSplits:
 
 
 def load_cifar10(root: str | Path = "data", download: bool = False) -> BaseSplits:
-    """CIFAR-10 python batches in ``root/cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta)."""
+    """CIFAR-10 python batches in ``root/cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta).
+
+    Warning:
+        The CIFAR "python version" files are Python pickles, and reading a pickle can run arbitrary code: use only
+        the official archive (``download=True`` verifies its MD5) or files you made yourself; never load
+        CIFAR-format files from an untrusted source.
+    """
     return _load_cifar("cifar10", root, download)
 
 
 def load_cifar100(root: str | Path = "data", download: bool = False) -> BaseSplits:
-    """CIFAR-100 python pickles in ``root/cifar-100-python/`` (train, test, meta); fine labels."""
+    """CIFAR-100 python pickles in ``root/cifar-100-python/`` (train, test, meta); fine labels.
+
+    Warning:
+        These files are Python pickles, which can run arbitrary code when read: never load untrusted ones (see
+        :func:`load_cifar10`).
+    """
     return _load_cifar("cifar100", root, download)
 
 
@@ -275,8 +289,37 @@ def load_gtsrb(root: str | Path = "data", download: bool = False) -> BaseSplits:
     )
 
 
-K49_SOURCE = "http://codh.rois.ac.jp/kmnist/dataset/k49/"
+K49_SOURCE = "https://codh.rois.ac.jp/kmnist/dataset/k49/"
 _K49_FILES = ("k49-train-imgs.npz", "k49-train-labels.npz", "k49-test-imgs.npz", "k49-test-labels.npz")
+# MD5 of the released files, as listed by torchvision-style K49 loaders (the same four values in several independent
+# public codebases). k49_classmap.csv has no published checksum: it is a small CSV of characters, read as text.
+K49_MD5 = {
+    "k49-train-imgs.npz": "7ac088b20481cf51dcd01ceaab89d821",
+    "k49-train-labels.npz": "44a8e1b893f81e63ff38d73cad420f7a",
+    "k49-test-imgs.npz": "d352e201d846ce6b94f42c990966f374",
+    "k49-test-labels.npz": "4da6f7a62e67a832d5eb1bd85c5ee448",
+}
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex MD5 of a file, read in chunks (the K49 training images are 63 MB)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_md5(path: Path, expected: str) -> None:
+    """Raise naming the file and both checksums when ``path`` is not the released file; the bad file is removed so
+    that the next ``download=True`` fetches it again instead of reading it."""
+    actual = file_md5(path)
+    if actual != expected:
+        path.unlink()
+        raise ValueError(
+            f"downloaded {path} has MD5 {actual}, expected {expected} (corrupt or tampered download; it was "
+            f"deleted, retry download=True)"
+        )
 
 
 def load_k49(root: str | Path = "data", download: bool = False) -> BaseSplits:
@@ -284,6 +327,8 @@ def load_k49(root: str | Path = "data", download: bool = False) -> BaseSplits:
 
     Class names are the characters of ``root/k49_classmap.csv`` when present, else "0".."48". mean/std are
     computed from the training images (K49 is naturally imbalanced; GIT normalises with its training set's).
+    ``download=True`` fetches the missing files from :data:`K49_SOURCE` (https) and checks each ``.npz`` it fetched
+    against :data:`K49_MD5`.
     """
     root = _root(root, download, "k49")
     if download and readers.find_files([root], _K49_FILES) is None:
@@ -292,6 +337,8 @@ def load_k49(root: str | Path = "data", download: bool = False) -> BaseSplits:
         for name in (*_K49_FILES, "k49_classmap.csv"):
             if not (root / name).is_file():
                 download_url(K49_SOURCE + name, str(root), name)
+                if name in K49_MD5:
+                    _check_md5(root / name, K49_MD5[name])
     if readers.find_files([root], _K49_FILES) is None:
         raise _missing("k49", [root], _K49_FILES, K49_SOURCE, _DOWNLOAD_HINT)
     classmap = root / "k49_classmap.csv"
@@ -306,7 +353,8 @@ def load_k49(root: str | Path = "data", download: bool = False) -> BaseSplits:
 
 
 def load_imagefolder(root: str | Path = "data", download: bool = False) -> BaseSplits:
-    """Images in ``root/train/<class>/`` and ``root/test/<class>/`` (``root/val/`` when there is no ``test/``).
+    """Images in ``root/train/<class>/`` and ``root/test/<class>/`` (``root/val/`` when there is no ``test/``; when
+    both exist ``val/`` is ignored, with a warning).
 
     Class names are the sorted sub-folders of ``train/``; ``test``/``val`` may lack a class but not add one.
     Images (png, jpg, jpeg, bmp, ppm, webp, tif) are decoded as RGB on access. ``download`` is ignored.
@@ -317,6 +365,13 @@ def load_imagefolder(root: str | Path = "data", download: bool = False) -> BaseS
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if test_dir is None:
         raise FileNotFoundError(f"imagefolder: neither {root / 'test'} nor {root / 'val'} exists")
+    if test_dir.name == "test" and (root / "val").is_dir():
+        # Both exist: say which one is read, so a user's validation images are not silently unused.
+        warnings.warn(
+            f"imagefolder: {root / 'val'} is ignored: {root / 'test'} is the evaluation set (validation runs on it "
+            "too); pass val_per_class to hold out a validation split from train/",
+            stacklevel=2,
+        )
     train_tree, test_tree = readers.read_class_tree(root / "train"), readers.read_class_tree(test_dir)
     class_names = tuple(train_tree)
     unknown = sorted(set(test_tree) - set(train_tree))

@@ -93,7 +93,13 @@ def find_files(dirs: Sequence[Path], names: Sequence[str], allow_gz: bool = Fals
 
 
 def load_pickle(path: Path) -> dict:
-    """Unpickle a CIFAR python batch (``encoding="latin1"`` reads the Python 2 pickles as released)."""
+    """Unpickle a CIFAR python batch (``encoding="latin1"`` reads the Python 2 pickles as released).
+
+    Warning:
+        CIFAR batches are Python pickles, and unpickling runs whatever code the file asks for: read only files
+        from a source you trust (the official archive, whose checksum torchvision verifies on download). Never
+        point ``root`` at CIFAR-format files from an unknown source.
+    """
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
@@ -132,16 +138,34 @@ def read_cifar_names(path: Path, key: str) -> tuple[str, ...]:
     return tuple(str(n) for n in entry[key])
 
 
+# First bytes of the formats np.load accepts: a zip archive (.npz; "PK\x05\x06" is an empty one) and a .npy array.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_MAGIC = b"\x93NUMPY"
+
+
 def read_npz(path: Path, required: Sequence[str]) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (pickled objects refused), checking that ``required`` keys are present.
 
+    The first bytes are checked before ``np.load``: given a ``.npy`` array it would return a bare array, and given
+    any other file it would try (and refuse) to unpickle it, so neither reaches the user as "not an npz".
+
     Raises:
-        ValueError: the file is not a readable npz, holds pickled objects, or lacks a required array (named).
+        ValueError: the file is a single ``.npy`` array, is not a zip archive at all, is a damaged archive, holds
+            pickled objects, or lacks a required array (named).
     """
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(
+            f"{path} is a single .npy array, not an .npz archive: save the arrays with np.savez(path, name=array, ...)"
+        )
+    if not head.startswith(_ZIP_MAGICS):
+        raise ValueError(
+            f"{path} is not an .npz archive (a zip of .npy arrays, written by np.savez): it starts with bytes "
+            f"{head!r}, expected {_ZIP_MAGICS[0]!r}"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("it holds a single .npy array, not an .npz archive")
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read npz file {path}: {err}") from err
