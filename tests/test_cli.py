@@ -178,6 +178,14 @@ def test_default_classes_are_added_only_when_unnamed(tmp_path):
     # setting init_args of the default class keeps the default class
     args = with_default_classes(["fit", "--model.init_args.loss=focal"])
     assert args[1] == "--model=lt_lightning.methods.LongTailClassifier" and args[-1] == "--model.init_args.loss=focal"
+    # a config file that sets only init_args names no class either (jsonargparse >= 4.5x would otherwise resolve
+    # them against the bare LightningModule and refuse every argument)
+    only_args = tmp_path / "only_args.yaml"
+    only_args.write_text("model:\n  init_args:\n    loss: focal\ndata:\n  init_args:\n    batch_size: 8\n")
+    assert with_default_classes(["fit", "--config", str(only_args)])[1:3] == [
+        "--model=lt_lightning.methods.LongTailClassifier",
+        "--data=lt_lightning.data.LongTailDataModule",
+    ]
 
 
 def test_digits_rot_lt_preset_writes_ekld_csv_and_scatter(tmp_path):

@@ -107,13 +107,24 @@ INFERENCE_DATA = "lt_lightning.data.InferenceDataModule"
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "null")  # values Lightning resolves itself
 
 
-def _config_keys(path: str) -> set[str]:
+def _config_named_groups(path: str) -> set[str]:
+    """The groups whose class a config file names: ``model: LDAMDRW`` or ``model: {class_path: ...}``.
+
+    A group given only as ``init_args`` (``model: {init_args: {loss: ...}}``) names no class: the default class is
+    still inserted before the file, so those arguments apply to it.
+    """
     try:
         with open(path) as f:
             content = yaml.safe_load(f)
     except (OSError, yaml.YAMLError):
         return set()  # not a readable YAML file: the parser will report it
-    return set(content) if isinstance(content, dict) else set()
+    if not isinstance(content, dict):
+        return set()
+    return {
+        key
+        for key, value in content.items()
+        if isinstance(value, str) or (isinstance(value, dict) and "class_path" in value)
+    }
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -135,9 +146,9 @@ def named_groups(args: list[str]) -> set[str]:
             if arg == f"--{group}" or arg.startswith((f"--{group}=", f"--{group}.class_path")):
                 named.add(group)
         if arg in ("-c", "--config") and i + 1 < len(args):
-            named |= _config_keys(args[i + 1])
+            named |= _config_named_groups(args[i + 1])
         elif arg.startswith("--config="):
-            named |= _config_keys(arg.split("=", 1)[1])
+            named |= _config_named_groups(arg.split("=", 1)[1])
     return named
 
 
