@@ -98,15 +98,16 @@ def test_a_short_run_lowers_the_image_reconstruction_loss_by_40_percent():
         "digits", profile="zipf", val_per_class=20, nuisance="background", sampler="class_balanced", batch_size=32
     )
     m = NuisanceMUNIT(
-        config="tiny", in_chans=1, two_domains=False, lr=5e-4, sample_every_n_iterations=0, export_path=None
-    )
-    held_out = torch.stack([dm.val_set[i][0] for i in range(0, len(dm.val_set), 2)])
-    trainer = L.Trainer(max_steps=300, max_epochs=-1, accelerator="cpu", **QUIET)
-    trainer.fit(m, datamodule=dm)
-    x = m.to_unit_range(held_out)
-    fresh = NuisanceMUNIT(config="tiny", in_chans=1, image_size=8, two_domains=False, mean=[0.0], std=[1.0])
-    before, after = _recon_x(fresh, x), _recon_x(m, x)
-    assert after <= 0.6 * before, (before, after)
+        config="tiny", in_chans=1, image_size=8, two_domains=False, lr=5e-4, sample_every_n_iterations=0,
+        export_path=None,
+    )  # fmt: skip
+    mean, std = dm.preprocessing["mean"][0], dm.preprocessing["std"][0]
+    held_out = torch.stack([dm.val_set[i][0] for i in range(0, len(dm.val_set), 2)])  # never trained on
+    x = (held_out * std + mean).clamp(0, 1) * 2 - 1
+    before = _recon_x(m, x)
+    L.Trainer(max_steps=200, max_epochs=-1, accelerator="cpu", **QUIET).fit(m, datamodule=dm)  # 100 iterations
+    after = _recon_x(m, x)
+    assert after <= 0.6 * before, (before, after)  # measured: 0.590 -> 0.279 (-53 %)
 
 
 def test_fast_dev_run_writes_a_loadable_generator_in_the_log_dir(tmp_path):
