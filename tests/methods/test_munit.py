@@ -194,3 +194,14 @@ def test_bad_input_is_named():
         NuisanceMUNIT(recon_x_weight=-1)
     with pytest.raises(ValueError, match="give both mean and std"):
         NuisanceMUNIT(mean=[0.5])
+
+
+@pytest.mark.ddp
+def test_two_cpu_processes_train_and_export_once(tmp_path):
+    # Each step leaves the other network's parameters without gradients: DDP needs find_unused_parameters.
+    m = _module(two_domains=True, export_path=str(tmp_path / "g.pt"))
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn_find_unused_parameters_true", **QUIET
+    )
+    trainer.fit(m, _loader(n=64, batch_size=8))
+    assert isinstance(load_generator(tmp_path / "g.pt"), MUNITGenerator)

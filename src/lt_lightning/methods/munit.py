@@ -22,6 +22,10 @@ between the halves (half the cost; the small presets).
 optimisers, so ``max_steps = 2 x iterations`` (the K49 presets' 10k reference iterations are ``max_steps: 20000``).
 The learning-rate schedule counts iterations (``global_step // 2``), never ``global_step``.
 
+Several devices: each step leaves the other network's parameters without gradients (the discriminator step does
+not touch the generators), so DDP needs ``strategy: ddp_find_unused_parameters_true`` (Lightning's plain ``ddp``
+stops with a message saying so). Each rank splits its own batch; the export is written by rank 0.
+
 Images come normalised by the datamodule: they are un-normalised with its ``preprocessing`` mean / std (or the
 ``mean`` / ``std`` arguments) to [0, 1], then mapped to [-1, 1] as in the reference. At fit end the first generator
 is written to ``export_path`` (default ``generator.pt`` in the run's log directory, beside ``config.yaml`` and
