@@ -287,11 +287,11 @@ class NuisanceMUNIT(L.LightningModule):
         sch_g.step()
         sch_d.step()
 
-        logged = {f"munit/{k}": v.detach() for k, v in terms.items()}
+        logged: dict[str, Tensor | float] = {f"munit/{k}": v.detach() for k, v in terms.items() if k != "recon_x"}
         logged["munit/loss_d"] = loss_d.detach()
-        logged["munit/lr"] = torch.tensor(float(opt_g.param_groups[0]["lr"]))
-        self.log_dict(logged, prog_bar=False, on_step=True, on_epoch=False, batch_size=len(x))
-        self.log("munit/recon_x_step", terms["recon_x"].detach(), prog_bar=True, on_step=True, batch_size=len(x))
+        logged["munit/lr"] = float(opt_g.param_groups[0]["lr"])
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=len(x))
+        self.log("munit/recon_x", terms["recon_x"].detach(), prog_bar=True, on_step=True, batch_size=len(x))
         every = self.hparams.sample_every_n_iterations
         if every and self.iteration % every == 0:
             self.log_sample_grid()
