@@ -105,6 +105,8 @@ def test_every_preset_is_covered():
         "digits_rot_lt_ce.yaml",
         "digits_rot_lt_ce_drs.yaml",
         *(f"k49_{n}_lt_{m}.yaml" for n in ("rot", "bg", "dil") for m in ("ce", "ce_drs")),
+        "digits_bg_lt_munit.yaml",
+        *(f"{d}_munit.yaml" for d in ("k49_bg_lt", "k49_dil_lt", "cifar10_lt", "cifar100_lt")),
     } <= set(PRESETS)
 
 

@@ -91,7 +91,11 @@ class LongTailCLI(LightningCLI):
     before_validate = before_test = before_predict = _before_inference
 
     def before_fit(self) -> None:
-        # Keep ``last.ckpt`` (the README's resume / test example) unless the user decided otherwise.
+        # Keep ``last.ckpt`` (the README's resume / test example) unless the user decided otherwise. Not under
+        # fast_dev_run, which disables checkpointing: Lightning 2.6's ModelCheckpoint.on_train_end would still write
+        # last.ckpt with save_last=True (430 MB with optimizer states for the reference NuisanceMUNIT).
+        if self.trainer.fast_dev_run:
+            return
         for callback in self.trainer.checkpoint_callbacks:
             if getattr(callback, "save_last", False) is None:
                 callback.save_last = True
