@@ -17,7 +17,7 @@ QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": 
 
 def _module(**kw) -> NuisanceMUNIT:
     # No export unless a test asks: without a logger or default_root_dir it would land in the working directory.
-    return NuisanceMUNIT(**{"config": "tiny", "image_size": 8, "mean": [0.0], "std": [1.0], "export_path": None, **kw})
+    return NuisanceMUNIT(**{"config": "tiny", "image_size": 8, "mean": [0.0], "std": [1.0], "export": False, **kw})
 
 
 def _loader(n: int = 64, batch_size: int = 16) -> DataLoader:
@@ -99,7 +99,7 @@ def test_a_short_run_lowers_the_image_reconstruction_loss_by_40_percent():
     )
     m = NuisanceMUNIT(
         config="tiny", in_chans=1, image_size=8, two_domains=False, lr=5e-4, sample_every_n_iterations=0,
-        export_path=None,
+        export=False,
     )  # fmt: skip
     mean, std = dm.preprocessing["mean"][0], dm.preprocessing["std"][0]
     held_out = torch.stack([dm.val_set[i][0] for i in range(0, len(dm.val_set), 2)])  # never trained on
@@ -110,7 +110,7 @@ def test_a_short_run_lowers_the_image_reconstruction_loss_by_40_percent():
     assert after <= 0.6 * before, (before, after)  # measured: 0.590 -> 0.279 (-53 %)
 
 
-def test_fast_dev_run_writes_a_loadable_generator_in_the_log_dir(tmp_path):
+def test_fast_dev_run_writes_a_loadable_generator_in_the_log_dir(tmp_path, monkeypatch):
     dm = LongTailDataModule("digits", profile="zipf", nuisance="background", sampler="class_balanced", batch_size=32)
     m = NuisanceMUNIT(config="tiny", in_chans=1, class_counts=dm.class_counts, class_names=dm.class_names)
     trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False)
@@ -125,12 +125,18 @@ def test_fast_dev_run_writes_a_loadable_generator_in_the_log_dir(tmp_path):
         m2, datamodule=dm
     )
     assert absolute.is_file()
+    monkeypatch.chdir(tmp_path)  # a relative export_path is relative to the working directory, as GIT's generator
+    m3 = NuisanceMUNIT(config="tiny", in_chans=1, export_path="generators/digits_bg_lt.pt")
+    L.Trainer(fast_dev_run=True, accelerator="cpu", default_root_dir=tmp_path / "run", enable_progress_bar=False).fit(
+        m3, datamodule=dm
+    )
+    assert (tmp_path / "generators" / "digits_bg_lt.pt").is_file()
 
 
 def test_tensorboard_gets_the_losses_and_the_sample_grid(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    m = _module(sample_every_n_iterations=2, grid_styles=3, export_path="generator.pt")
+    m = _module(sample_every_n_iterations=2, grid_styles=3, export=True)
     logger = TensorBoardLogger(tmp_path, name="munit")
     trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=logger, log_every_n_steps=1, enable_progress_bar=False)
     trainer.fit(m, _loader())

@@ -89,7 +89,7 @@ def train(max_steps: int = 2000, seed: int = 0) -> tuple[NuisanceMUNIT, float]:
     L.seed_everything(seed, verbose=False)
     dm = LongTailDataModule(**DATA, nuisance="background")
     module = NuisanceMUNIT(
-        config="tiny", in_chans=1, two_domains=False, lr=5e-4, sample_every_n_iterations=0, export_path=None
+        config="tiny", in_chans=1, two_domains=False, lr=5e-4, sample_every_n_iterations=0, export=False
     )
     trainer = L.Trainer(
         max_steps=max_steps,

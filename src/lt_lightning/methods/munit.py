@@ -28,11 +28,13 @@ stops with a message saying so). Each rank splits its own batch; the export is w
 
 Images come normalised by the datamodule: they are un-normalised with its ``preprocessing`` mean / std (or the
 ``mean`` / ``std`` arguments) to [0, 1], then mapped to [-1, 1] as in the reference. At fit end the first generator
-is written to ``export_path`` (default ``generator.pt`` in the run's log directory, beside ``config.yaml`` and
-``checkpoints/``), loadable with :func:`lt_lightning.generators.load_generator` and usable as the
-``GenerativeInvarianceTransfer`` callback's ``generator``. Logged: ``munit/{loss_d, loss_g, adv, recon_x, recon_s,
-recon_c}`` and, every ``sample_every_n_iterations`` and at fit end, an image grid (rows: classes; columns: the
-input, its reconstruction, ``grid_styles`` random styles) to every logger that takes images (TensorBoard, W&B).
+is written to ``export_path`` (relative to the working directory, as the GIT callback's ``generator`` path is; the
+presets write ``generators/<dataset>.pt``, the file the GIT presets load; default: ``generator.pt`` in the run's log
+directory, beside ``config.yaml`` and ``checkpoints/``), loadable with :func:`lt_lightning.generators.load_generator`
+and usable as the ``GenerativeInvarianceTransfer`` callback's ``generator``. Logged: ``munit/{loss_d, loss_g, adv,
+recon_x, recon_s, recon_c}`` and, every ``sample_every_n_iterations`` and at fit end, an image grid (rows: classes;
+columns: the input, its reconstruction, ``grid_styles`` random styles) to every logger that takes images (TensorBoard,
+W&B).
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ class NuisanceMUNIT(L.LightningModule):
         lr, betas, weight_decay: Adam (coupled L2 weight decay, as the reference).
         lr_step_iterations, lr_gamma: StepLR of both optimisers, counted in iterations.
         mean, std: per-channel normalisation of the incoming images (default: the datamodule's ``preprocessing``).
-        export_path: where the fit-end generator goes; relative paths are relative to the run's log directory
-            (``trainer.log_dir``, else ``default_root_dir``); None: no export.
+        export_path: where the fit-end generator goes, relative to the working directory (like the GIT
+            callback's ``generator`` path); None: ``generator.pt`` in the run's log directory (``trainer.log_dir``,
+            else ``default_root_dir``).
+        export: write the generator at fit end (False: no export).
         sample_every_n_iterations: image-grid period (0: only at fit end); grid_classes: rows (classes, the first
             ones seen); grid_styles: random-style columns.
     """
@@ -101,7 +105,8 @@ class NuisanceMUNIT(L.LightningModule):
         lr_gamma: float = 0.5,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        export_path: str | None = "generator.pt",
+        export_path: str | None = None,
+        export: bool = True,
         sample_every_n_iterations: int = 500,
         grid_classes: int = 10,
         grid_styles: int = 6,
@@ -359,15 +364,13 @@ class NuisanceMUNIT(L.LightningModule):
             rank_zero_info(f"NuisanceMUNIT: generator written to {path} ({self.iteration} iterations)")
 
     def export_file(self) -> Path | None:
-        """The resolved ``export_path`` (relative to the run's log directory). Call on every rank (it may
-        broadcast)."""
-        if not self.hparams.export_path:
+        """Where the generator goes: ``export_path`` (relative to the working directory), else ``generator.pt`` in
+        the run's log directory; None when ``export`` is off. Call on every rank (``log_dir`` may broadcast)."""
+        if not self.hparams.get("export", True):
             return None
-        path = Path(os.path.expanduser(self.hparams.export_path))
-        if path.is_absolute():
-            return path
-        base = self.trainer.log_dir or self.trainer.default_root_dir
-        return Path(base) / path
+        if self.hparams.export_path:
+            return Path(os.path.expanduser(self.hparams.export_path))
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "generator.pt"
 
 
 def _unique_params(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
