@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
-import warnings
 
 import numpy as np
 import pytest
@@ -319,29 +317,3 @@ def test_forward_checks_num_classes():
 def test_repr_mentions_hyper_parameters():
     text = repr(LDAMLoss(COUNTS, max_margin=0.3))
     assert "num_classes=3" in text and "max_margin=0.3" in text and "scale=30.0" in text
-
-
-@pytest.mark.parametrize(
-    ("name", "kwargs", "argument"),
-    [
-        ("ldam", {"scale": 1e6}, "LDAMLoss scale=1e+06 is outside [1, 100]"),
-        ("ldam", {"max_margin": 5.0}, "LDAMLoss max_margin=5 is outside [0, 2]"),
-        ("focal", {"gamma": 50.0}, "FocalLoss gamma=50 is outside [0, 5]"),
-        ("sigmoid_focal", {"gamma": 20.0}, "SigmoidFocalLoss gamma=20 is outside [0, 5]"),
-        ("cb_focal", {"gamma": 20.0}, "SigmoidFocalLoss gamma=20 is outside [0, 5]"),
-        ("vs", {"gamma": 3.0}, "VSLoss gamma=3 is outside [0, 1]"),
-        ("vs", {"tau": 40.0}, "VSLoss tau=40 is outside [-3, 5]"),
-        ("logit_adjusted", {"tau": 100.0}, "LogitAdjustedLoss tau=100 is outside [-3, 5]"),
-    ],
-)
-def test_absurd_settings_warn_naming_the_argument(name, kwargs, argument):
-    """Issue 12 item 9: LDAM scale = 1e6 trained to chance accuracy without a word."""
-    with pytest.warns(UserWarning, match=re.escape(argument)):
-        create_loss(name, [100, 10], **kwargs)
-
-
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_default_settings_do_not_warn(name):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        create_loss(name, [100, 10])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -81,40 +80,6 @@ def _check_positive(name: str, value: object) -> float:
     if value_f <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value_f
-
-
-# Where the literature's settings live (METHODS.md): values far outside give a loss that explodes (LDAM scale 1e6:
-# loss 8e5, chance accuracy) or vanishes, silently. They are warned about, not refused: research may probe them.
-SANE_RANGES: dict[tuple[str, str], tuple[float, float, str]] = {
-    ("LDAMLoss", "scale"): (1.0, 100.0, "30 in the reference"),
-    ("LDAMLoss", "max_margin"): (0.0, 2.0, "0.5 in the reference"),
-    ("FocalLoss", "gamma"): (0.0, 5.0, "0.5-2 in the literature"),
-    ("SigmoidFocalLoss", "gamma"): (0.0, 5.0, "0.5-2 in the literature"),
-    ("VSLoss", "gamma"): (0.0, 1.0, "0.05-0.3 in the reference"),
-    ("VSLoss", "tau"): (-3.0, 5.0, "0-3 in the reference"),
-    ("LogitAdjustedLoss", "tau"): (-3.0, 5.0, "1 in the paper, 0-3 searched"),
-}
-
-
-def warn_if_unusual(loss: str, name: str, value: float) -> None:
-    """Warn when a loss hyper-parameter is far outside the range the literature uses (:data:`SANE_RANGES`).
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     warn_if_unusual("LDAMLoss", "scale", 1e6)
-        >>> str(caught[0].message).split(":")[0]
-        'LDAMLoss scale=1e+06 is outside [1, 100] (30 in the reference)'
-    """
-    low, high, usual = SANE_RANGES[(loss, name)]
-    if not low <= value <= high:
-        warnings.warn(
-            f"{loss} {name}={value:g} is outside [{low:g}, {high:g}] ({usual}): such values usually make the loss "
-            "explode or vanish and training stall at chance accuracy",
-            UserWarning,
-            stacklevel=3,
-        )
 
 
 class ClassCountLoss(nn.Module):
@@ -258,7 +223,6 @@ class FocalLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
-        warn_if_unusual("FocalLoss", "gamma", self.gamma)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return LF.focal_loss(logits, target, gamma=self.gamma, weight=self.class_weight, reduction=self.reduction)
@@ -298,7 +262,6 @@ class SigmoidFocalLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
-        warn_if_unusual("SigmoidFocalLoss", "gamma", self.gamma)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return LF.sigmoid_focal_loss(
@@ -380,8 +343,6 @@ class LDAMLoss(ClassCountLoss):
         super().__init__(class_counts, weight, reduction=reduction)
         self.max_margin = _check_positive("max_margin", max_margin)
         self.scale = _check_positive("scale", scale)
-        warn_if_unusual("LDAMLoss", "max_margin", self.max_margin)
-        warn_if_unusual("LDAMLoss", "scale", self.scale)
         self.register_buffer("margins", ldam_margins(class_counts, self.max_margin))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -426,8 +387,6 @@ class VSLoss(ClassCountLoss):
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
         self.tau = _check_finite("tau", tau)
-        warn_if_unusual("VSLoss", "gamma", self.gamma)
-        warn_if_unusual("VSLoss", "tau", self.tau)
         self.register_buffer("scaling", vs_scaling(class_counts, self.gamma))
         self.register_buffer("offsets", self.tau * log_priors(class_counts))
 
@@ -469,7 +428,6 @@ class LogitAdjustedLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.tau = _check_finite("tau", tau)
-        warn_if_unusual("LogitAdjustedLoss", "tau", self.tau)
         self.register_buffer("log_prior", log_priors(class_counts))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -20,47 +20,13 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor
 
 from lt_lightning.functional.weights import effective_number_weights
 
 Stages = Sequence[tuple[int, float]]
-
-
-def training_horizon(trainer: Any, recorded: int | None = None) -> int | None:
-    """The number of epochs every epoch-derived schedule resolves against (LR milestones, DRW / DRS switches,
-    BBN's alpha, ABSGD's lambda, the progressive sampler): ``recorded`` when given (a callback's own record),
-    else the horizon the module restored from its checkpoint (``schedule_horizon``), else ``trainer.max_epochs``.
-
-    One rule for a resumed run: **every schedule keeps the checkpoint's horizon**, even when the run is resumed
-    with another ``max_epochs`` (:func:`warn_if_horizon_changed` says so); start a new run to change it.
-
-    Example:
-        >>> from types import SimpleNamespace
-        >>> trainer = SimpleNamespace(max_epochs=8, lightning_module=SimpleNamespace(schedule_horizon=4))
-        >>> training_horizon(trainer), training_horizon(SimpleNamespace(max_epochs=8, lightning_module=None))
-        (4, 8)
-    """
-    if recorded is not None:
-        return recorded
-    restored = getattr(getattr(trainer, "lightning_module", None), "schedule_horizon", None)
-    return restored if restored is not None else getattr(trainer, "max_epochs", None)
-
-
-def warn_if_horizon_changed(max_epochs: int | None, horizon: int | None) -> None:
-    """Warn (once) that a run resumed with another ``max_epochs`` keeps the checkpoint's schedules."""
-    if horizon is not None and max_epochs is not None and max_epochs != horizon:
-        warnings.warn(
-            f"resumed with max_epochs={max_epochs}, but the checkpoint's schedules were resolved for {horizon} "
-            f"epochs: every epoch-derived schedule (LR milestones, DRW / DRS switches, BBN alpha, ABSGD lambda, "
-            f"progressive sampling) keeps {horizon}; start a new run to change the horizon",
-            UserWarning,
-            stacklevel=2,
-        )
 
 
 def default_switch_epoch(max_epochs: int, fraction: float = 0.8) -> int:

@@ -24,14 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, create_sampler
-from lt_lightning.schedules import (
-    check_stages,
-    default_switch_epoch,
-    deferred_beta,
-    deferred_class_weights,
-    training_horizon,
-    warn_if_horizon_changed,
-)
+from lt_lightning.schedules import check_stages, default_switch_epoch, deferred_beta, deferred_class_weights
 
 LOSS_ATTRS = ("loss_module", "criterion", "loss")
 
@@ -44,11 +37,8 @@ def _check_start(start_epoch: int | None) -> int | None:
     return start_epoch
 
 
-def _resolve_start(
-    start_epoch: int | None, fraction: float, trainer: L.Trainer, name: str, horizon: int | None = None
-) -> int:
-    # ``horizon``: the max_epochs the schedules resolve against (a resumed run keeps its checkpoint's).
-    max_epochs = trainer.max_epochs if horizon is None else horizon
+def _resolve_start(start_epoch: int | None, fraction: float, trainer: L.Trainer, name: str) -> int:
+    max_epochs = trainer.max_epochs
     if start_epoch is None:
         if max_epochs is None or max_epochs < 1:
             raise ValueError(f"{name}: set start_epoch, or give the Trainer max_epochs so it can be 80 % of it")
@@ -75,33 +65,7 @@ def find_loss(pl_module: L.LightningModule, loss_attr: str | None = None):
     )
 
 
-class _KeepsHorizon(Callback):
-    """The horizon (``max_epochs``) the switch was resolved for travels in the callback's checkpoint state, so a run
-    resumed with another ``max_epochs`` keeps it — also in a foreign module that records no horizon itself."""
-
-    _restored_horizon: int | None = None
-
-    def _horizon(self, trainer: L.Trainer) -> int | None:
-        return training_horizon(trainer, self._restored_horizon)
-
-    def _resolve_after_restore(self, trainer: L.Trainer) -> None:
-        """Re-resolve a default switch epoch once checkpoint state is in (``setup`` runs before the restore)."""
-        if not hasattr(trainer.lightning_module, "schedule_horizon"):  # lt_lightning modules warn themselves
-            warn_if_horizon_changed(trainer.max_epochs, self._restored_horizon)
-
-    @override
-    def state_dict(self) -> dict[str, object]:
-        return {"horizon": self._horizon_in_force}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, object]) -> None:
-        horizon = state_dict.get("horizon")
-        self._restored_horizon = int(horizon) if isinstance(horizon, int) else None
-
-    _horizon_in_force: int | None = None
-
-
-class DeferredReweighting(_KeepsHorizon):
+class DeferredReweighting(Callback):
     """Class weights all ones until ``start_epoch``, then class-balanced by effective number (DRW).
 
     Args:
@@ -148,7 +112,7 @@ class DeferredReweighting(_KeepsHorizon):
         if start is None:
             if trainer is None:
                 raise ValueError("start_epoch is None: the stages depend on the trainer's max_epochs")
-            start = default_switch_epoch(self._horizon(trainer), self.start_fraction)
+            start = default_switch_epoch(trainer.max_epochs, self.start_fraction)
         return ((start, self.beta),)
 
     def weights_at(self, epoch: int, class_counts: Sequence[int], trainer: L.Trainer | None = None) -> torch.Tensor:
@@ -160,7 +124,6 @@ class DeferredReweighting(_KeepsHorizon):
         if stage != "fit":
             return
         self._loss = find_loss(pl_module, self.loss_attr)
-        self._restored_horizon = None
         if self.stages is None:
             self.start_epoch = _resolve_start(
                 self._start_epoch_arg, self.start_fraction, trainer, "DeferredReweighting"
@@ -177,15 +140,6 @@ class DeferredReweighting(_KeepsHorizon):
                     "DeferredReweighting needs class_counts: pass them, or expose class_counts on the loss"
                 )
             self.class_counts = tuple(int(c) for c in (counts.tolist() if torch.is_tensor(counts) else counts))
-
-    @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._resolve_after_restore(trainer)
-        self._horizon_in_force = self._horizon(trainer)
-        if self.stages is None and self._start_epoch_arg is None:
-            self.start_epoch = _resolve_start(
-                None, self.start_fraction, trainer, "DeferredReweighting", self._horizon_in_force
-            )
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -209,7 +163,7 @@ def find_long_tail_sampler(loader) -> LongTailSampler | None:
     return None
 
 
-class DeferredResampling(_KeepsHorizon):
+class DeferredResampling(Callback):
     """Instance sampling until ``start_epoch``, then ``sampler`` (class-balanced by default): DRS.
 
     The switch happens inside the loader's own sampler (``LongTailSampler.defer``), so it really changes what the
@@ -241,17 +195,7 @@ class DeferredResampling(_KeepsHorizon):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._restored_horizon = None
             self.start_epoch = _resolve_start(self._start_epoch_arg, self.start_fraction, trainer, "DeferredResampling")
-
-    @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._resolve_after_restore(trainer)
-        self._horizon_in_force = self._horizon(trainer)
-        if self._start_epoch_arg is None:
-            self.start_epoch = _resolve_start(
-                None, self.start_fraction, trainer, "DeferredResampling", self._horizon_in_force
-            )
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

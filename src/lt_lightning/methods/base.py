@@ -28,11 +28,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from lt_lightning.callbacks.divergence import DivergenceGuard, check_divergence_factor
 from lt_lightning.checkpoints import checkpoint_metadata
 from lt_lightning.functional.losses import sigmoid_bias_init
 from lt_lightning.functional.weights import check_class_counts
@@ -40,7 +38,6 @@ from lt_lightning.losses import LOSSES, ClassCountLoss, check_loss_config, creat
 from lt_lightning.metrics import PerClassAccuracyMetric
 from lt_lightning.models import Backbone, create_backbone
 from lt_lightning.optim import WarmupMultiStepLR
-from lt_lightning.schedules import training_horizon, warn_if_horizon_changed
 
 LossCallable = Callable[[Sequence[int]], nn.Module]
 
@@ -65,12 +62,6 @@ class LongTailClassifier(L.LightningModule):
             :class:`~lt_lightning.optim.WarmupMultiStepLR` with its defaults (5 warm-up epochs, x0.01 at 80 % and
             90 % of ``max_epochs``).
         class_names: names for reports (linked from the datamodule by the CLI).
-        divergence_factor: attach a :class:`~lt_lightning.callbacks.DivergenceGuard` that stops the run when the
-            training loss exceeds this factor times its start (floored at 1) or a weight turns NaN / inf, before a
-            broken checkpoint is written; ``None`` turns it off.
-
-    A resumed run keeps the checkpoint's schedule horizon (``schedule_horizon``, the ``max_epochs`` its schedules
-    were resolved for), whatever ``max_epochs`` it is resumed with: see :func:`lt_lightning.schedules.training_horizon`.
     """
 
     def __init__(
@@ -85,10 +76,8 @@ class LongTailClassifier(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
-        divergence_factor: float | None = 1e3,
     ) -> None:
         super().__init__()
-        check_divergence_factor(divergence_factor)
         self.class_counts = check_class_counts(class_counts)
         self.num_classes = len(self.class_counts)
         if head not in ("auto", "linear", "cosine"):
@@ -109,9 +98,6 @@ class LongTailClassifier(L.LightningModule):
         # How raw images become inputs (mean / std, image size, channels), filled from the datamodule when a
         # checkpoint is written and restored with it, so new raw images can be prepared after the data is gone.
         self.preprocessing: dict[str, Any] | None = None
-        # The max_epochs the epoch-derived schedules were resolved for, restored from a checkpoint (None: a fresh
-        # run, which resolves against trainer.max_epochs).
-        self.schedule_horizon: int | None = None
 
         self.criterion = self.configure_loss()
         self.backbone = self.configure_backbone()
@@ -230,7 +216,7 @@ class LongTailClassifier(L.LightningModule):
             WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
         )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
-            scheduler.max_epochs = training_horizon(self.trainer)
+            scheduler.max_epochs = self.trainer.max_epochs
         return scheduler
 
     def configure_optimizers(self) -> Any:
@@ -245,24 +231,9 @@ class LongTailClassifier(L.LightningModule):
         if self.preprocessing is None and self._trainer is not None:
             self.preprocessing = getattr(self.trainer.datamodule, "preprocessing", None)
         checkpoint["lt_lightning"] = checkpoint_metadata(self)
-        if self._trainer is not None:
-            checkpoint["lt_lightning"]["schedule_horizon"] = training_horizon(self.trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        metadata = checkpoint.get("lt_lightning", {})
-        self.preprocessing = metadata.get("preprocessing")
-        self.schedule_horizon = metadata.get("schedule_horizon")
-
-    def on_train_start(self) -> None:
-        warn_if_horizon_changed(self.trainer.max_epochs, self.schedule_horizon)
-
-    # ----------------------------------------------------------------- callbacks the method brings
-    def configure_callbacks(self) -> list[Callback]:
-        """The callbacks every run of the method gets: a :class:`~lt_lightning.callbacks.DivergenceGuard` (unless
-        ``divergence_factor`` is None or the Trainer already has one). Subclasses extend the list."""
-        factor = self.hparams.get("divergence_factor", 1e3)
-        present = self._trainer is not None and any(isinstance(c, DivergenceGuard) for c in self.trainer.callbacks)
-        return [] if factor is None or present else [DivergenceGuard(factor)]
+        self.preprocessing = checkpoint.get("lt_lightning", {}).get("preprocessing")
 
     @property
     def loss_module(self) -> ClassCountLoss | nn.Module:

@@ -52,4 +52,4 @@ class LDAMDRW(LongTailClassifier):
         super().__init__(class_counts, backbone=backbone, loss=loss, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
-        return [self._drw, *super().configure_callbacks()]
+        return [self._drw]
