@@ -335,3 +335,11 @@ def test_drs_under_two_process_ddp(tmp_path):
     for epoch in (1, 2):
         assert_roughly_balanced(histogram(unions[epoch]))
     assert sorted(unions[1]) != sorted(unions[2])
+
+
+def test_drw_warns_on_an_unusual_beta_but_not_on_the_recipe_or_zero(recwarn):
+    DeferredReweighting(start_epoch=2)
+    DeferredReweighting(stages=[(2, 0.0), (3, 0.999)])
+    assert not [w for w in recwarn if "usual range" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"DeferredReweighting: beta=0\.5 is outside the usual range \[0\.9, 1\)"):
+        DeferredReweighting(start_epoch=2, beta=0.5)

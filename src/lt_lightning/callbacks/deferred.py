@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, create_sampler
+from lt_lightning.losses import warn_unusual
 from lt_lightning.schedules import check_stages, default_switch_epoch, deferred_beta, deferred_class_weights
 
 LOSS_ATTRS = ("loss_module", "criterion", "loss")
@@ -97,6 +98,9 @@ class DeferredReweighting(Callback):
         check_stages([(0, beta)])  # beta in [0, 1)
         self.beta = float(beta)
         self.stages = check_stages(stages) if stages is not None else None
+        for _, stage_beta in self.stages or ((0, self.beta),):
+            if stage_beta != 0:  # 0 is "unweighted"; below 0.9 the weights are almost uniform (CB paper's range)
+                warn_unusual("DeferredReweighting", "beta", stage_beta, 0.9, 1, "0.9999 in LDAM-DRW", open_high=True)
         if not 0 < start_fraction <= 1:
             raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction!r}")
         self.start_fraction = start_fraction
