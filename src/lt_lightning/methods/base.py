@@ -28,9 +28,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lt_lightning.callbacks.divergence import DivergenceGuard, check_checkpoint_finite, check_divergence_factor
 from lt_lightning.checkpoints import checkpoint_metadata
 from lt_lightning.functional.losses import sigmoid_bias_init
 from lt_lightning.functional.weights import check_class_counts
@@ -62,6 +64,10 @@ class LongTailClassifier(L.LightningModule):
             :class:`~lt_lightning.optim.WarmupMultiStepLR` with its defaults (5 warm-up epochs, x0.01 at 80 % and
             90 % of ``max_epochs``).
         class_names: names for reports (linked from the datamodule by the CLI).
+        divergence_factor: stop training with a :class:`~lt_lightning.callbacks.DivergenceError` when the loss
+            exceeds this many times its start, or a weight / checkpoint turns NaN or inf (a
+            :class:`~lt_lightning.callbacks.DivergenceGuard` attached by ``configure_callbacks``); ``None``
+            disables the check.
     """
 
     def __init__(
@@ -76,8 +82,10 @@ class LongTailClassifier(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
+        divergence_factor: float | None = 1e3,
     ) -> None:
         super().__init__()
+        check_divergence_factor(divergence_factor)
         self.class_counts = check_class_counts(class_counts)
         self.num_classes = len(self.class_counts)
         if head not in ("auto", "linear", "cosine"):
@@ -224,10 +232,26 @@ class LongTailClassifier(L.LightningModule):
         scheduler = self.build_lr_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    # ----------------------------------------------------------------- callbacks the method needs
+    DIVERGENCE_HINT = "set the module's divergence_factor: null (CLI: --model.init_args.divergence_factor null)"
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The divergence guard (unless ``divergence_factor`` is None). Subclasses add theirs with
+        ``[own, *super().configure_callbacks()]``."""
+        factor = self.hparams.get("divergence_factor", 1e3)
+        return [] if factor is None else [DivergenceGuard(factor, disable_hint=self.DIVERGENCE_HINT)]
+
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what rebuilding and using the model needs without its training data: the module's class path and
-        the input preprocessing (``checkpoint["lt_lightning"]``; plain types, so ``weights_only`` loading works)."""
+        the input preprocessing (``checkpoint["lt_lightning"]``; plain types, so ``weights_only`` loading works).
+
+        A weights-only save skips the callbacks' ``on_save_checkpoint`` (where the guard refuses non-finite
+        weights), so the module checks those itself: Lightning writes the file only after this hook returns."""
+        weights_only = "callbacks" not in checkpoint
+        guarded = self.hparams.get("divergence_factor", 1e3) is not None
+        if weights_only and guarded and self._trainer is not None and self.trainer.state.fn == "fit":
+            check_checkpoint_finite(self.trainer, checkpoint, self.DIVERGENCE_HINT)
         if self.preprocessing is None and self._trainer is not None:
             self.preprocessing = getattr(self.trainer.datamodule, "preprocessing", None)
         checkpoint["lt_lightning"] = checkpoint_metadata(self)
