@@ -9,7 +9,8 @@ overflows to ``inf``. Without a guard such a run exits 0 and its checkpoint is u
   already have exploded; the floor of 1 keeps a near-zero starting loss, e.g. fine-tuning, from turning ordinary
   noise into "divergence");
 - a parameter or buffer holds NaN / inf (checked at validation start and train epoch end, i.e. before
-  ``ModelCheckpoint`` saves: Lightning runs checkpoint callbacks after all others);
+  ``ModelCheckpoint`` saves: Lightning runs checkpoint callbacks after all others). A buffer already non-finite when
+  training starts is left alone: it uses inf on purpose (ABSGD keeps ``log u = -inf`` for ``u = 0``);
 - a checkpoint about to be written holds NaN / inf (``on_save_checkpoint`` runs before the file is written, so a
   broken checkpoint never replaces a good one).
 
@@ -122,6 +123,7 @@ class DivergenceGuard(Callback):
         self.reference_steps = reference_steps
         self.disable_hint = disable_hint
         self.first_losses: list[float] = []
+        self.exempt: frozenset[str] = frozenset()  # buffers non-finite by design (see the module doc)
 
     # ----------------------------------------------------------------- the loss rule (pure, no trainer)
     def reference(self) -> float | None:
@@ -155,8 +157,15 @@ class DivergenceGuard(Callback):
             )
 
     def _check_weights(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        bad = non_finite_tensors(chain(pl_module.named_parameters(), pl_module.named_buffers()))
+        named = chain(pl_module.named_parameters(), pl_module.named_buffers())
+        bad = non_finite_tensors((name, t) for name, t in named if name not in self.exempt)
         self._stop_if(trainer, _non_finite_reason(bad, "the model"))
+
+    @override
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the checkpoint (if any) is restored, for every strategy. Parameters get no such exemption: a
+        # non-finite parameter is never by design (e.g. a resume from a broken checkpoint stops at once).
+        self.exempt = frozenset(non_finite_tensors(pl_module.named_buffers()))
 
     @override
     def on_train_batch_end(
@@ -179,7 +188,7 @@ class DivergenceGuard(Callback):
     @override
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
-            check_checkpoint_finite(trainer, checkpoint, self.disable_hint)
+            check_checkpoint_finite(trainer, checkpoint, self.disable_hint, self.exempt)
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -197,13 +206,16 @@ def _non_finite_reason(bad: list[str], what: str, after: str = "") -> str | None
     return f"{len(bad)} tensor(s) of {what} hold NaN or inf ({shown}){after}"
 
 
-def check_checkpoint_finite(trainer: L.Trainer, checkpoint: dict, disable_hint: str = DEFAULT_HINT) -> None:
+def check_checkpoint_finite(
+    trainer: L.Trainer, checkpoint: dict, disable_hint: str = DEFAULT_HINT, exempt: Iterable[str] = ()
+) -> None:
     """Raise :class:`DivergenceError` (on every rank) if the checkpoint's ``state_dict`` holds NaN or inf.
 
     Called from ``on_save_checkpoint``, which Lightning runs before it writes the file: the broken checkpoint is never
     written, and the checkpoints already on disk stay as they were.
     """
-    bad = non_finite_tensors(checkpoint.get("state_dict", {}).items())
+    exempt = set(exempt)
+    bad = non_finite_tensors((k, v) for k, v in checkpoint.get("state_dict", {}).items() if k not in exempt)
     after = "; it was not written, earlier ones are kept"
     reason = _non_finite_reason(bad, "the checkpoint about to be written", after)
     if trainer.strategy.reduce_boolean_decision(reason is not None, all=False):

@@ -40,6 +40,7 @@ from lt_lightning.losses import LOSSES, ClassCountLoss, check_loss_config, creat
 from lt_lightning.metrics import PerClassAccuracyMetric
 from lt_lightning.models import Backbone, create_backbone
 from lt_lightning.optim import WarmupMultiStepLR
+from lt_lightning.schedules import training_horizon, warn_horizon_kept
 
 LossCallable = Callable[[Sequence[int]], nn.Module]
 
@@ -106,6 +107,9 @@ class LongTailClassifier(L.LightningModule):
         # How raw images become inputs (mean / std, image size, channels), filled from the datamodule when a
         # checkpoint is written and restored with it, so new raw images can be prepared after the data is gone.
         self.preprocessing: dict[str, Any] | None = None
+        # The max_epochs the epoch-derived schedules were resolved for, restored from a checkpoint on resume
+        # (see lt_lightning.schedules.training_horizon); None in a fresh run.
+        self.schedule_horizon: int | None = None
 
         self.criterion = self.configure_loss()
         self.backbone = self.configure_backbone()
@@ -224,7 +228,7 @@ class LongTailClassifier(L.LightningModule):
             WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
         )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
-            scheduler.max_epochs = self.trainer.max_epochs
+            scheduler.max_epochs = training_horizon(self.trainer)
         return scheduler
 
     def configure_optimizers(self) -> Any:
@@ -251,13 +255,31 @@ class LongTailClassifier(L.LightningModule):
         weights_only = "callbacks" not in checkpoint
         guarded = self.hparams.get("divergence_factor", 1e3) is not None
         if weights_only and guarded and self._trainer is not None and self.trainer.state.fn == "fit":
-            check_checkpoint_finite(self.trainer, checkpoint, self.DIVERGENCE_HINT)
+            guard = next((cb for cb in self.trainer.callbacks if isinstance(cb, DivergenceGuard)), None)
+            exempt = guard.exempt if guard is not None else ()
+            check_checkpoint_finite(self.trainer, checkpoint, self.DIVERGENCE_HINT, exempt)
         if self.preprocessing is None and self._trainer is not None:
             self.preprocessing = getattr(self.trainer.datamodule, "preprocessing", None)
         checkpoint["lt_lightning"] = checkpoint_metadata(self)
+        if self._trainer is not None:
+            # What every epoch-derived schedule was resolved for, so that a resume keeps it (training_horizon).
+            horizon = training_horizon(self.trainer)
+            if horizon is not None and horizon >= 1:
+                checkpoint["schedule_horizon"] = int(horizon)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the preprocessing and, when a Trainer resumes, the schedule horizon (one warning if the new
+        ``max_epochs`` differs: every epoch-derived schedule keeps the checkpoint's horizon)."""
         self.preprocessing = checkpoint.get("lt_lightning", {}).get("preprocessing")
+        horizon = checkpoint.get("schedule_horizon")
+        if horizon is None:
+            # Checkpoints written before the horizon was recorded: the LR scheduler's own max_epochs is what its
+            # restored state keeps using, so the other schedules follow it.
+            states = checkpoint.get("lr_schedulers") or [{}]
+            horizon = states[0].get("max_epochs") if isinstance(states[0], dict) else None
+        self.schedule_horizon = int(horizon) if horizon is not None else None
+        if horizon is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            warn_horizon_kept(self.trainer.max_epochs, int(horizon))
 
     @property
     def loss_module(self) -> ClassCountLoss | nn.Module:
