@@ -146,3 +146,28 @@ def test_a_non_finite_checkpoint_is_never_written(tmp_path, weights_only):
     with pytest.raises(DivergenceError, match=expected):
         trainer.save_checkpoint(good, weights_only=weights_only)
     assert _finite(good)  # the good checkpoint was not overwritten
+
+
+class InfByDesign(LongTailClassifier):
+    """A buffer that is -inf on purpose from the start (as ABSGD's log u = -inf for u = 0)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("log_zero", torch.tensor(float("-inf")))
+
+
+def test_buffers_non_finite_from_the_start_are_by_design_but_parameters_never(tmp_path):
+    model = InfByDesign(COUNTS, in_chans=1)
+    trainer = cpu_trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, tiny_loader(), tiny_loader())  # not stopped
+    trainer.save_checkpoint(tmp_path / "ok.ckpt")  # and its checkpoints are written
+    assert (tmp_path / "ok.ckpt").exists()
+
+    broken = InfByDesign(COUNTS, in_chans=1)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))  # e.g. a run resumed from a broken checkpoint
+    guard = DivergenceGuard()
+    guard.on_train_start(trainer, broken)
+    assert guard.exempt == {"log_zero"}
+    with pytest.raises(DivergenceError, match=r"1 tensor\(s\) of the model hold NaN or inf \(backbone"):
+        guard._check_weights(trainer, broken)
