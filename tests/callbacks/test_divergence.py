@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -171,3 +172,48 @@ def test_buffers_non_finite_from_the_start_are_by_design_but_parameters_never(tm
     assert guard.exempt == {"log_zero"}
     with pytest.raises(DivergenceError, match=r"1 tensor\(s\) of the model hold NaN or inf \(backbone"):
         guard._check_weights(trainer, broken)
+
+
+class RankOneDiverges(LongTailClassifier):
+    """Only rank 1's loss explodes (from its third step on). Module-level: ddp_spawn pickles it."""
+
+    def training_loss(self, batch):
+        loss, logits, target = super().training_loss(batch)
+        return (loss * 1e6 if self.global_rank == 1 and self.global_step >= 2 else loss), logits, target
+
+
+class RecordingGuard(DivergenceGuard):
+    """Writes each rank's error to ``rank{r}.txt``; rank 1 (the one that diverged) waits before dying, so that the
+    spawn launcher does not kill rank 0 before it had the chance to raise on its own."""
+
+    def __init__(self, out_dir: str):
+        super().__init__()
+        self.out_dir = out_dir
+
+    def _stop_if(self, trainer, reason):
+        try:
+            super()._stop_if(trainer, reason)
+        except DivergenceError as err:
+            (Path(self.out_dir) / f"rank{trainer.global_rank}.txt").write_text(str(err))
+            if trainer.global_rank == 1:
+                time.sleep(3)
+            raise
+
+
+@pytest.mark.ddp
+def test_under_two_process_ddp_every_rank_stops_together(tmp_path):
+    # Rank 0 sees nothing wrong; the reduced decision makes it raise at the same step instead of waiting forever in
+    # the next collective.
+    trainer = cpu_trainer(
+        tmp_path,
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=3,
+        num_sanity_val_steps=0,
+        callbacks=[RecordingGuard(str(tmp_path))],
+    )
+    with pytest.raises(Exception, match=r"DivergenceError: training diverged at epoch 0, global step 3"):
+        trainer.fit(RankOneDiverges(COUNTS, in_chans=1, divergence_factor=None), tiny_loader(n=48))
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in range(2))
+    assert "global step 3" in rank0 and "another process saw the divergence" in rank0
+    assert "global step 3" in rank1 and "exceeds divergence_factor=1000" in rank1
