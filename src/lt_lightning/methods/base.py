@@ -223,7 +223,8 @@ class LongTailClassifier(L.LightningModule):
         return self.optimizer_factory(params)
 
     def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        """The per-epoch LR schedule: the injected callable, or warm-up + x0.01 at 80 % / 90 % of ``max_epochs``."""
+        """The per-epoch LR schedule: the injected callable, or warm-up + x0.01 at 80 % / 90 % of ``max_epochs``
+        (of the checkpoint's horizon on resume, like every epoch-derived schedule: see ``training_horizon``)."""
         scheduler = (
             WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
         )
