@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.models import Backbone
-from lt_lightning.schedules import bbn_alpha
+from lt_lightning.schedules import bbn_alpha, training_horizon
 
 
 class BBN(LongTailClassifier):
@@ -101,7 +101,7 @@ class BBN(LongTailClassifier):
         # fast_dev_run forces max_epochs = 1; a smoke run only needs some valid schedule, so it gets a 2-epoch one.
         if self.trainer.fast_dev_run:
             return max(self.trainer.max_epochs or 2, 2)
-        return self.trainer.max_epochs
+        return training_horizon(self.trainer)  # a resumed run keeps its checkpoint's horizon
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
