@@ -5,12 +5,19 @@ Each preset is run through the CLI exactly as a user would (``lt-lightning fit -
 the training seed and the instance (``subset_seed``), single-threaded; the ``ExpectedKLDivergence`` callback's
 after-training rows are grouped many / medium / few by training class size.
 
+A GIT preset with a learned generator (``digits_bg_lt_ce_drs_git``) needs step 1 first: ``--generator-preset
+digits_bg_lt_munit`` trains that NuisanceMUNIT preset for each seed (same seed and instance) in the run's own
+working directory, where it writes the ``generators/<dataset>.pt`` the GIT preset then loads.
+
     .venv/bin/python benchmarks/invariance.py [--presets digits_rot_lt_ce ...] [--seeds 0 1 2]
+    .venv/bin/python benchmarks/invariance.py --presets digits_bg_lt_ce_drs digits_bg_lt_ce_drs_git \
+        --generator-preset digits_bg_lt_munit
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,12 +27,12 @@ import torch
 from lt_lightning.callbacks import ExpectedKLDivergence, PerClassAccuracy
 from lt_lightning.cli import build_cli
 
-EXAMPLES = Path(__file__).parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 GROUPS = ("many", "medium", "few")
 
 
-def run(preset: str, seed: int, root: str) -> dict[str, float]:
-    cli = build_cli(
+def fit(preset: str, seed: int, root: str):
+    return build_cli(
         [
             "fit",
             f"--config={EXAMPLES / preset}.yaml",
@@ -37,6 +44,13 @@ def run(preset: str, seed: int, root: str) -> dict[str, float]:
             "--trainer.enable_checkpointing=false",
         ]
     )
+
+
+def run(preset: str, seed: int, root: str, generator_preset: str | None = None) -> dict[str, float]:
+    os.chdir(root)  # generators/<dataset>.pt: written by step 1 and read by step 2 relative to the working directory
+    if generator_preset and "git" in preset:
+        fit(generator_preset, seed, root)
+    cli = fit(preset, seed, root)
     ekld = next(c for c in cli.trainer.callbacks if isinstance(c, ExpectedKLDivergence)).results["fit"]
     report = next(c for c in cli.trainer.callbacks if isinstance(c, PerClassAccuracy))
     out = {g: statistics.fmean(r["ekld"] for r in ekld if r["shot"] == g) for g in GROUPS}
@@ -49,13 +63,14 @@ def main() -> None:
         "--presets", nargs="+", default=["digits_rot_lt_ce", "digits_rot_lt_ce_drs", "digits_rot_lt_ce_drs_git_oracle"]
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--generator-preset", default=None, help="NuisanceMUNIT preset to train first, per seed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     keys = (*GROUPS, "balanced_acc")
     print("| preset | eKLD many | eKLD medium | eKLD few | balanced val acc |")
     print("|---|---|---|---|---|")
     for preset in args.presets:
-        runs = [run(preset, seed, tempfile.mkdtemp(prefix="lt_inv_")) for seed in args.seeds]
+        runs = [run(preset, seed, tempfile.mkdtemp(prefix="lt_inv_"), args.generator_preset) for seed in args.seeds]
         cells = []
         for key in keys:
             values = [r[key] for r in runs]

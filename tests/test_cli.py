@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from lt_lightning.cli import build_cli, main, with_default_classes
+from lt_lightning.generators import MUNIT_CONFIGS, MUNITGenerator, save_generator
 from lt_lightning.methods import LongTailClassifier
 from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49
 
@@ -93,6 +94,13 @@ def _write_fake(dataset: str, root: Path) -> None:
 
 
 PRESETS = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+GEOMETRY = {"digits": (1, 8), "k49": (1, 28), "cifar10": (3, 32), "cifar100": (3, 32)}
+
+
+def _write_tiny_generator(path: Path, dataset: str) -> None:
+    """What step 1 of GIT (a NuisanceMUNIT preset) would have written, at the data's geometry, untrained."""
+    in_chans, side = GEOMETRY[dataset]
+    save_generator(MUNITGenerator(in_chans=in_chans, image_size=side, **MUNIT_CONFIGS["tiny"]["generator"]), path)
 
 
 def test_every_preset_is_covered():
@@ -105,6 +113,13 @@ def test_every_preset_is_covered():
         "digits_rot_lt_ce.yaml",
         "digits_rot_lt_ce_drs.yaml",
         *(f"k49_{n}_lt_{m}.yaml" for n in ("rot", "bg", "dil") for m in ("ce", "ce_drs")),
+        "digits_bg_lt_munit.yaml",
+        *(f"{d}_munit.yaml" for d in ("k49_bg_lt", "k49_dil_lt", "cifar10_lt", "cifar100_lt")),
+        "digits_bg_lt_ce_drs.yaml",
+        "digits_bg_lt_ce_drs_git.yaml",
+        "digits_rot_lt_ce_drs_git_oracle.yaml",
+        *(f"k49_{n}_lt_ce_drs_git.yaml" for n in ("bg", "dil")),
+        *(f"{c}_lt_{m}_git.yaml" for c in ("cifar10", "cifar100") for m in ("ce_drs", "ldam_drw")),
     } <= set(PRESETS)
 
 
@@ -124,6 +139,12 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     if data["dataset"] != "digits":
         _write_fake(data["dataset"], tmp_path / "data")
         args.append(f"--data.init_args.root={tmp_path / 'data'}")
+    # Generator presets write, and GIT presets read, generators/<name>.pt relative to the working directory.
+    monkeypatch.chdir(tmp_path)
+    for callback in config["trainer"].get("callbacks") or []:
+        generator = callback.get("init_args", {}).get("generator", "")
+        if callback["class_path"].endswith("GenerativeInvarianceTransfer") and generator.endswith(".pt"):
+            _write_tiny_generator(tmp_path / generator, data["dataset"])
     logger = config["trainer"].get("logger")
     if logger and "Wandb" in logger["class_path"]:
         monkeypatch.setenv("WANDB_MODE", "offline")

@@ -317,3 +317,41 @@ def test_forward_checks_num_classes():
 def test_repr_mentions_hyper_parameters():
     text = repr(LDAMLoss(COUNTS, max_margin=0.3))
     assert "num_classes=3" in text and "max_margin=0.3" in text and "scale=30.0" in text
+
+
+# ----------------------------------------------------------------- absurd settings warn (issue 12, item 9)
+@pytest.mark.parametrize(
+    ("build", "argument"),
+    [
+        (lambda: LDAMLoss(COUNTS, scale=1e6), "scale=1000000.0"),
+        (lambda: LDAMLoss(COUNTS, scale=0.1), "scale=0.1"),
+        (lambda: LDAMLoss(COUNTS, max_margin=5.0), "max_margin=5.0"),
+        (lambda: FocalLoss(COUNTS, gamma=50.0), "gamma=50.0"),
+        (lambda: SigmoidFocalLoss(COUNTS, gamma=50.0), "gamma=50.0"),
+        (lambda: ClassBalancedFocalLoss(COUNTS, beta=0.5), "beta=0.5"),
+        (lambda: ClassBalancedFocalLoss(COUNTS, gamma=20.0), "gamma=20.0"),
+        (lambda: VSLoss(COUNTS, gamma=3.0), "gamma=3.0"),
+        (lambda: VSLoss(COUNTS, tau=50.0), "tau=50.0"),
+        (lambda: LogitAdjustedLoss(COUNTS, tau=50.0), "tau=50.0"),
+        (lambda: LogitAdjustedLoss(COUNTS, tau=-2.0), "tau=-2.0"),
+        (lambda: create_loss("ldam", COUNTS, scale=1e6), "scale=1000000.0"),
+    ],
+)
+def test_absurd_loss_settings_warn_naming_the_argument(build, argument):
+    with pytest.warns(UserWarning, match=r"outside the usual range") as caught:
+        build()
+    assert any(argument in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_default_loss_settings_do_not_warn(name, recwarn):
+    create_loss(name, CIFAR10_RHO100)
+    assert not [w for w in recwarn if "usual range" in str(w.message)]
+
+
+def test_edge_settings_that_are_sane_do_not_warn(recwarn):
+    ClassBalancedFocalLoss(COUNTS, beta=0.0)  # documented: no weighting
+    LogitAdjustedLoss(COUNTS, tau=0.0)  # plain CE
+    LDAMLoss(COUNTS, max_margin=1.0, scale=100.0)
+    FocalLoss(COUNTS, gamma=0.0)
+    assert not [w for w in recwarn if "usual range" in str(w.message)]

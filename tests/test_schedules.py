@@ -80,3 +80,47 @@ def test_check_stages_normalises_valid_input():
 def test_check_stages_rejects(stages, match):
     with pytest.raises(ValueError, match=match):
         check_stages(stages)
+
+
+# ----------------------------------------------------------------- one horizon for every schedule (issue 12 item 3)
+def _trainer(max_epochs, ckpt_path=None, module=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(max_epochs=max_epochs, ckpt_path=ckpt_path, lightning_module=module, fast_dev_run=False)
+
+
+def test_training_horizon_is_max_epochs_fresh_and_the_checkpoints_on_resume():
+    from types import SimpleNamespace
+
+    from lt_lightning.schedules import training_horizon
+
+    module = SimpleNamespace(schedule_horizon=4)
+    assert training_horizon(_trainer(8, None, module)) == 8  # fresh: a stale horizon is ignored
+    assert training_horizon(_trainer(8, "a.ckpt", module)) == 4
+    assert training_horizon(_trainer(8, "a.ckpt", SimpleNamespace()), restored=5) == 5  # a foreign module
+    assert training_horizon(_trainer(8, "a.ckpt", SimpleNamespace())) == 8  # a checkpoint that recorded none
+    assert training_horizon(_trainer(None)) is None
+
+
+def test_every_epoch_derived_schedule_reads_the_horizon():
+    from lt_lightning.data.datamodule import LongTailDataModule
+    from lt_lightning.methods import ABSGD, BBN
+
+    absgd = ABSGD((50, 20, 5), backbone="small_cnn", in_chans=1)
+    absgd.schedule_horizon = 5
+    absgd._trainer = _trainer(10, "a.ckpt", absgd)
+    assert absgd.resolved_switch_epoch() == 4  # round(0.8 * 5), not 8
+    absgd._trainer = _trainer(10, None, absgd)
+    assert absgd.resolved_switch_epoch() == 8
+
+    bbn = BBN((50, 20, 5), backbone="small_cnn", in_chans=1)
+    bbn.schedule_horizon = 5
+    bbn._trainer = _trainer(10, "a.ckpt", bbn)
+    assert bbn.alpha(4) == pytest.approx(1 - (4 / 5) ** 2)  # T_max = 5
+    assert bbn.alpha(9) == bbn.alpha(4)  # past the horizon: alpha keeps its final value
+
+    dm = LongTailDataModule("digits", sampler="progressive")
+    dm.trainer = _trainer(10, "a.ckpt", absgd)
+    assert dm.build_sampler().total_epochs == 4  # balanced at the horizon's last epoch
+    dm.trainer = _trainer(10)
+    assert dm.build_sampler().total_epochs == 9

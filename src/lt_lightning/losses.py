@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -80,6 +81,32 @@ def _check_positive(name: str, value: object) -> float:
     if value_f <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return value_f
+
+
+def warn_unusual(owner: str, name: str, value: float, low: float, high: float, usual: str, *, open_high=False) -> None:
+    """Warn (``UserWarning``) when a valid but absurd setting lies outside the range the literature uses.
+
+    Such values are not errors (a study may probe them on purpose), but they usually come from a typo or a unit
+    slip, and their symptom is a run that "works" at chance accuracy: LDAM with ``scale=1e6`` trains on losses of
+    1e5 and more. The warning names the argument, the value and the usual range.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_unusual("LDAMLoss", "scale", 1e6, 1, 100, "30 in the LDAM-DRW recipe")
+        >>> print(caught[0].message)  # doctest: +ELLIPSIS
+        LDAMLoss: scale=1000000.0 is outside the usual range [1, 100] (30 in the LDAM-DRW recipe)...
+    """
+    if low <= value < high if open_high else low <= value <= high:
+        return
+    closing = ")" if open_high else "]"
+    warnings.warn(
+        f"{owner}: {name}={value!r} is outside the usual range [{low:g}, {high:g}{closing} ({usual}); such a value "
+        "usually trains at chance accuracy or diverges. Check the setting (it is allowed, for deliberate studies)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 class ClassCountLoss(nn.Module):
@@ -223,6 +250,7 @@ class FocalLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
+        warn_unusual(type(self).__name__, "gamma", self.gamma, 0, 10, "1 in the LDAM-DRW code, 0.5-5 in the paper")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return LF.focal_loss(logits, target, gamma=self.gamma, weight=self.class_weight, reduction=self.reduction)
@@ -262,6 +290,7 @@ class SigmoidFocalLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
+        warn_unusual(type(self).__name__, "gamma", self.gamma, 0, 10, "1 in the class-balanced loss scripts")
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return LF.sigmoid_focal_loss(
@@ -301,6 +330,9 @@ class ClassBalancedFocalLoss(SigmoidFocalLoss):
         weight = effective_number_weights(class_counts, beta)
         super().__init__(class_counts, gamma=gamma, weight=weight, reduction=reduction)
         self.beta = float(beta)
+        if self.beta != 0:  # 0 is the documented "no weighting"; (0, 0.9) weights all classes almost alike
+            usual = "0.9999 in the CB CIFAR scripts"
+            warn_unusual(type(self).__name__, "beta", self.beta, 0.9, 1, usual, open_high=True)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, beta={self.beta}"
@@ -343,6 +375,10 @@ class LDAMLoss(ClassCountLoss):
         super().__init__(class_counts, weight, reduction=reduction)
         self.max_margin = _check_positive("max_margin", max_margin)
         self.scale = _check_positive("scale", scale)
+        # The head is cosine (logits in [-1, 1]): a margin above 1 exceeds the whole logit range, and the scale
+        # multiplies every logit, so the loss (and its gradient) grows with it.
+        warn_unusual("LDAMLoss", "max_margin", self.max_margin, 0, 1, "0.5 on CIFAR, 0.3 on iNaturalist")
+        warn_unusual("LDAMLoss", "scale", self.scale, 1, 100, "30 in the LDAM-DRW recipe")
         self.register_buffer("margins", ldam_margins(class_counts, self.max_margin))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -387,6 +423,9 @@ class VSLoss(ClassCountLoss):
         super().__init__(class_counts, weight, reduction=reduction)
         self.gamma = _check_non_negative("gamma", gamma)
         self.tau = _check_finite("tau", tau)
+        # (n_j / n_max) ** gamma multiplies the tail logits: gamma = 1 at rho = 100 already divides them by 100.
+        warn_unusual("VSLoss", "gamma", self.gamma, 0, 1, "0.3 in the SAM-LT recipe")
+        warn_unusual("VSLoss", "tau", self.tau, 0, 10, "1.0 in the SAM-LT recipe")
         self.register_buffer("scaling", vs_scaling(class_counts, self.gamma))
         self.register_buffer("offsets", self.tau * log_priors(class_counts))
 
@@ -428,6 +467,8 @@ class LogitAdjustedLoss(ClassCountLoss):
     ) -> None:
         super().__init__(class_counts, weight, reduction=reduction)
         self.tau = _check_finite("tau", tau)
+        # tau * log(prior) shifts the logits; a negative tau favours the head, tau > 10 swamps the logits.
+        warn_unusual(type(self).__name__, "tau", self.tau, 0, 10, "1.0 in Menon et al.; 1 is the balanced softmax")
         self.register_buffer("log_prior", log_priors(class_counts))
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

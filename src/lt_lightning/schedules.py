@@ -10,6 +10,13 @@ Deferred re-weighting (DRW, LDAM ``cifar_train.py:199-206``, METHODS.md §3.5)::
 
 The official recipe is one stage ``(160, 0.9999)`` for 200 epochs: ``idx = epoch // 160``.
 
+One horizon for every schedule derived from ``max_epochs`` (LR milestones, DRW, DRS, BBN's alpha, ABSGD's lambda
+switch, the progressive sampler): :func:`training_horizon`. A fresh run resolves against ``trainer.max_epochs``; a
+resumed run keeps the horizon its checkpoint recorded (``checkpoint["schedule_horizon"]``), even when resumed with
+another ``max_epochs``, because the LR scheduler's state (its milestones) comes back from the checkpoint anyway and
+the schedules must not disagree with it. Epochs past the horizon keep the schedules' final values; a new horizon
+needs a new run.
+
 Example:
     >>> deferred_beta(159, [(160, 0.9999)]), deferred_beta(160, [(160, 0.9999)])
     (0.0, 0.9999)
@@ -21,7 +28,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lt_lightning.functional.weights import effective_number_weights
@@ -41,6 +50,40 @@ def default_switch_epoch(max_epochs: int, fraction: float = 0.8) -> int:
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
     return round(fraction * max_epochs)
+
+
+def training_horizon(trainer: Any, restored: int | None = None) -> int | None:
+    """The ``max_epochs`` every epoch-derived schedule resolves against.
+
+    ``trainer.max_epochs`` in a fresh run. When the trainer resumes (``trainer.ckpt_path`` set), the horizon the
+    checkpoint recorded: the module's ``schedule_horizon`` (``LongTailClassifier`` restores it), else ``restored``
+    (what a drop-in callback saved in its own state, for modules of other projects), else ``trainer.max_epochs``
+    (a checkpoint that recorded none).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> module = SimpleNamespace(schedule_horizon=4)
+        >>> training_horizon(SimpleNamespace(max_epochs=8, ckpt_path=None, lightning_module=module))
+        8
+        >>> training_horizon(SimpleNamespace(max_epochs=8, ckpt_path="last.ckpt", lightning_module=module))
+        4
+    """
+    max_epochs = getattr(trainer, "max_epochs", None)
+    if getattr(trainer, "ckpt_path", None):
+        for horizon in (getattr(getattr(trainer, "lightning_module", None), "schedule_horizon", None), restored):
+            if horizon is not None:
+                return int(horizon)
+    return max_epochs
+
+
+def warn_horizon_kept(max_epochs: int | None, horizon: int) -> None:
+    """The one warning of a resume whose ``max_epochs`` differs from the checkpoint's schedule horizon."""
+    if max_epochs is not None and max_epochs != horizon:
+        rank_zero_warn(
+            f"resumed with max_epochs={max_epochs} but the checkpoint's schedules were resolved for {horizon} epochs: "
+            f"keeping {horizon} for every epoch-derived schedule (LR, DRW, DRS, BBN alpha, ABSGD lambda, progressive "
+            "sampler; epochs past it keep their final values); start a new run to change the horizon"
+        )
 
 
 def check_stages(stages: Stages) -> tuple[tuple[int, float], ...]:

@@ -335,3 +335,46 @@ def test_drs_under_two_process_ddp(tmp_path):
     for epoch in (1, 2):
         assert_roughly_balanced(histogram(unions[epoch]))
     assert sorted(unions[1]) != sorted(unions[2])
+
+
+def test_drw_warns_on_an_unusual_beta_but_not_on_the_recipe_or_zero(recwarn):
+    DeferredReweighting(start_epoch=2)
+    DeferredReweighting(stages=[(2, 0.0), (3, 0.999)])
+    assert not [w for w in recwarn if "usual range" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"DeferredReweighting: beta=0\.5 is outside the usual range \[0\.9, 1\)"):
+        DeferredReweighting(start_epoch=2, beta=0.5)
+
+
+def test_drw_on_a_foreign_module_resumes_with_its_checkpoints_horizon(tmp_path):
+    # The module records no horizon: the callback's own state carries it (issue 12 item 3).
+    ckpt_dir = tmp_path / "ckpt"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1)
+    make_trainer(tmp_path, 5, [DeferredReweighting(), checkpoint], enable_checkpointing=True).fit(
+        ForeignModule(), tiny_loader()
+    )
+    assert torch.load(ckpt_dir / "epoch=1.ckpt", weights_only=False)["callbacks"]["DeferredReweighting"] == {
+        "horizon": 5
+    }
+    probe, drw = WeightProbe(), DeferredReweighting()
+    with pytest.warns(UserWarning, match=r"resumed with max_epochs=10 but the checkpoint's schedules were resolved"):
+        make_trainer(tmp_path / "r", 10, [drw, probe]).fit(
+            ForeignModule(), tiny_loader(), ckpt_path=ckpt_dir / "epoch=1.ckpt"
+        )
+    assert drw.start_epoch == 4  # round(0.8 * 5), not round(0.8 * 10) = 8
+    weighted = [e for e, w in probe.per_epoch().items() if not torch.equal(w, torch.ones(10))]
+    assert weighted == list(range(4, 10))
+
+
+def test_drs_resolves_its_default_start_from_the_checkpoints_horizon(tmp_path):
+    dm = digits_dm()
+    ckpt_dir = tmp_path / "ckpt"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="{epoch}", save_top_k=-1)
+    make_trainer(tmp_path, 5, [DeferredResampling(), checkpoint], enable_checkpointing=True, limit_train_batches=1).fit(
+        LabelRecorder(), datamodule=dm
+    )
+    drs = DeferredResampling()
+    with pytest.warns(UserWarning, match=r"keeping 5 for every epoch-derived schedule"):
+        make_trainer(tmp_path / "r", 10, [drs], limit_train_batches=1).fit(
+            LabelRecorder(), datamodule=digits_dm(), ckpt_path=ckpt_dir / "epoch=1.ckpt"
+        )
+    assert drs.start_epoch == 4

@@ -231,11 +231,13 @@ def test_alpha_is_logged_per_epoch_and_resume_keeps_the_schedule(digits, tmp_pat
         assert torch.equal(restored.state_dict()[name], value), name
 
     resumed = L.Trainer(max_epochs=4, default_root_dir=tmp_path, logger=CSVLogger(tmp_path, name="b"), **limits)
-    resumed.fit(small_bbn(digits.class_counts), datamodule=digits, ckpt_path=tmp_path / "ckpt" / "epoch=1.ckpt")
+    with pytest.warns(UserWarning, match=r"resumed with max_epochs=4 .* resolved for 3 epochs: keeping 3"):
+        resumed.fit(small_bbn(digits.class_counts), datamodule=digits, ckpt_path=tmp_path / "ckpt" / "epoch=1.ckpt")
     alphas = logged_alpha(Path(resumed.logger.log_dir) / "metrics.csv")
-    # Epochs 0 and 1 were done; the resumed run draws alpha from the epoch and the NEW max_epochs.
-    assert alphas == pytest.approx({2: bbn_alpha(2, 4), 3: bbn_alpha(3, 4)})
-    assert alphas == pytest.approx({2: 1 - (2 / 4) ** 2, 3: 1 - (3 / 4) ** 2})
+    # Epochs 0 and 1 were done; the resumed run keeps the checkpoint's horizon (3 epochs, as the LR schedule does):
+    # alpha of epoch 2 as before, and epoch 3, past the horizon, keeps alpha's final value.
+    assert alphas == pytest.approx({2: bbn_alpha(2, 3), 3: bbn_alpha(2, 3)})
+    assert alphas == pytest.approx({2: 1 - (2 / 3) ** 2, 3: 1 - (2 / 3) ** 2})
 
 
 def test_cli_fit_on_the_digits_default(tmp_path):

@@ -1,6 +1,7 @@
 """Callbacks that drop into any Lightning project."""
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
+from lt_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.per_class import PerClassAccuracy
@@ -9,6 +10,8 @@ from lt_lightning.callbacks.predictions import PredictionWriter
 __all__ = [
     "DeferredResampling",
     "DeferredReweighting",
+    "DivergenceError",
+    "DivergenceGuard",
     "ExpectedKLDivergence",
     "GenerativeInvarianceTransfer",
     "PerClassAccuracy",

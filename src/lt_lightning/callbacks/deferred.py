@@ -24,7 +24,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, create_sampler
-from lt_lightning.schedules import check_stages, default_switch_epoch, deferred_beta, deferred_class_weights
+from lt_lightning.losses import warn_unusual
+from lt_lightning.schedules import (
+    check_stages,
+    default_switch_epoch,
+    deferred_beta,
+    deferred_class_weights,
+    training_horizon,
+    warn_horizon_kept,
+)
 
 LOSS_ATTRS = ("loss_module", "criterion", "loss")
 
@@ -37,18 +45,51 @@ def _check_start(start_epoch: int | None) -> int | None:
     return start_epoch
 
 
-def _resolve_start(start_epoch: int | None, fraction: float, trainer: L.Trainer, name: str) -> int:
-    max_epochs = trainer.max_epochs
+def _resolve_start(
+    start_epoch: int | None, fraction: float, trainer: L.Trainer, name: str, restored: int | None = None, warn=True
+) -> int:
+    # The default is a fraction of the schedule horizon (the checkpoint's on resume, see training_horizon), so the
+    # switch agrees with the LR milestones restored from the checkpoint; the warning is about the run's real end.
+    max_epochs, horizon = trainer.max_epochs, training_horizon(trainer, restored)
     if start_epoch is None:
-        if max_epochs is None or max_epochs < 1:
+        if horizon is None or horizon < 1:
             raise ValueError(f"{name}: set start_epoch, or give the Trainer max_epochs so it can be 80 % of it")
-        start_epoch = default_switch_epoch(max_epochs, fraction)
-    if max_epochs is not None and max_epochs >= 1 and start_epoch >= max_epochs:
+        start_epoch = default_switch_epoch(horizon, fraction)
+    if warn and max_epochs is not None and max_epochs >= 1 and start_epoch >= max_epochs:
         rank_zero_warn(
             f"{name}: start_epoch={start_epoch} >= max_epochs={max_epochs}: the second stage never runs "
             f"(epochs are 0-indexed)"
         )
     return start_epoch
+
+
+class _HorizonState:
+    """Save the schedule horizon in the callback's state, so a module of another project (which records none)
+    resumes with the switch of its checkpoint's horizon too; warn there, once, when the new max_epochs differs."""
+
+    _restored_horizon: int | None = None
+    _horizon: int | None = None
+
+    def state_dict(self) -> dict:
+        return {"horizon": self._horizon} if self._horizon is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored_horizon = state_dict.get("horizon")
+
+    def _resolve_after_restore(self, trainer: L.Trainer) -> None:
+        # setup ran before the checkpoint was restored, i.e. against the new max_epochs; from the first epoch on,
+        # the horizon (and a default start derived from it) is the checkpoint's. Quiet: setup already warned.
+        self._horizon = training_horizon(trainer, self._restored_horizon)
+        if getattr(self, "stages", None) is None:
+            self.start_epoch = _resolve_start(
+                self._start_epoch_arg, self.start_fraction, trainer, type(self).__name__, self._restored_horizon, False
+            )
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # LongTailClassifier restores (and warns about) its own horizon; other modules rely on this callback's.
+        restored = self._restored_horizon
+        if trainer.ckpt_path and restored is not None and getattr(pl_module, "schedule_horizon", None) is None:
+            warn_horizon_kept(trainer.max_epochs, restored)
 
 
 def find_loss(pl_module: L.LightningModule, loss_attr: str | None = None):
@@ -65,7 +106,7 @@ def find_loss(pl_module: L.LightningModule, loss_attr: str | None = None):
     )
 
 
-class DeferredReweighting(Callback):
+class DeferredReweighting(_HorizonState, Callback):
     """Class weights all ones until ``start_epoch``, then class-balanced by effective number (DRW).
 
     Args:
@@ -97,6 +138,9 @@ class DeferredReweighting(Callback):
         check_stages([(0, beta)])  # beta in [0, 1)
         self.beta = float(beta)
         self.stages = check_stages(stages) if stages is not None else None
+        for _, stage_beta in self.stages or ((0, self.beta),):
+            if stage_beta != 0:  # 0 is "unweighted"; below 0.9 the weights are almost uniform (CB paper's range)
+                warn_unusual("DeferredReweighting", "beta", stage_beta, 0.9, 1, "0.9999 in LDAM-DRW", open_high=True)
         if not 0 < start_fraction <= 1:
             raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction!r}")
         self.start_fraction = start_fraction
@@ -112,7 +156,7 @@ class DeferredReweighting(Callback):
         if start is None:
             if trainer is None:
                 raise ValueError("start_epoch is None: the stages depend on the trainer's max_epochs")
-            start = default_switch_epoch(trainer.max_epochs, self.start_fraction)
+            start = default_switch_epoch(training_horizon(trainer, self._restored_horizon), self.start_fraction)
         return ((start, self.beta),)
 
     def weights_at(self, epoch: int, class_counts: Sequence[int], trainer: L.Trainer | None = None) -> torch.Tensor:
@@ -124,6 +168,8 @@ class DeferredReweighting(Callback):
         if stage != "fit":
             return
         self._loss = find_loss(pl_module, self.loss_attr)
+        self._restored_horizon = None  # setup precedes the checkpoint's restore: a fresh fit forgets an old one
+        self._horizon = training_horizon(trainer)
         if self.stages is None:
             self.start_epoch = _resolve_start(
                 self._start_epoch_arg, self.start_fraction, trainer, "DeferredReweighting"
@@ -143,6 +189,7 @@ class DeferredReweighting(Callback):
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._resolve_after_restore(trainer)
         epoch = trainer.current_epoch
         weights = self.weights_at(epoch, self.class_counts, trainer)
         self._loss.set_class_weight(weights.to(pl_module.device))
@@ -163,7 +210,7 @@ def find_long_tail_sampler(loader) -> LongTailSampler | None:
     return None
 
 
-class DeferredResampling(Callback):
+class DeferredResampling(_HorizonState, Callback):
     """Instance sampling until ``start_epoch``, then ``sampler`` (class-balanced by default): DRS.
 
     The switch happens inside the loader's own sampler (``LongTailSampler.defer``), so it really changes what the
@@ -195,12 +242,15 @@ class DeferredResampling(Callback):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
+            self._restored_horizon = None  # setup precedes the checkpoint's restore: a fresh fit forgets an old one
+            self._horizon = training_horizon(trainer)
             self.start_epoch = _resolve_start(self._start_epoch_arg, self.start_fraction, trainer, "DeferredResampling")
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Every epoch, not once: reload_dataloaders_every_n_epochs builds a new loader (and sampler) before this
         # hook, which would silently drop the switch. The epoch's sampler iterator is created after this hook.
+        self._resolve_after_restore(trainer)
         base = find_long_tail_sampler(trainer.train_dataloader)
         if base is None:
             raise TypeError(

@@ -189,8 +189,9 @@ class GenerativeInvarianceTransfer(Callback):
             self._class_probability = torch.as_tensor(q, dtype=torch.float32, device=pl_module.device)
 
     @override
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every callback's setup has run: the deferred switches are resolved.
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resolved here, not at on_train_start: by now every callback's on_train_start has run, so the deferred
+        # switches are final (a resumed run re-resolves them against the checkpoint's horizon there).
         self.start_epoch = self._start_epoch_arg if self._start_epoch_arg is not None else _after_switch(trainer)
 
     # ------------------------------------------------------------------ the augmentation

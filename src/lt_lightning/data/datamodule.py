@@ -44,6 +44,7 @@ from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSam
 from lt_lightning.data.subsets import flip_labels, long_tail_indices
 from lt_lightning.data.transforms import default_transforms
 from lt_lightning.profiles import PROFILES, make_class_counts
+from lt_lightning.schedules import training_horizon
 
 log = logging.getLogger(__name__)
 
@@ -406,9 +407,9 @@ class LongTailDataModule(L.LightningDataModule):
         name = self.sampler_name if name is None else name
         kwargs = {}
         if SAMPLERS.get(name) is ProgressiveSampler:
-            # Balanced at the last epoch (T = max_epochs - 1); without a trainer, or for endless training
-            # (max_epochs None / -1), keep the sampler's own default T.
-            max_epochs = getattr(self.trainer, "max_epochs", None)
+            # Balanced at the last epoch (T = max_epochs - 1, of the checkpoint's horizon on resume); without a
+            # trainer, or for endless training (max_epochs None / -1), keep the sampler's own default T.
+            max_epochs = training_horizon(self.trainer) if self.trainer is not None else None
             if max_epochs is not None and max_epochs >= 1:
                 kwargs["total_epochs"] = max(int(max_epochs) - 1, 1)
         seed = self.sampler_seed + seed_offset

@@ -11,6 +11,13 @@ from lt_lightning.functional.losses import (
     sigmoid_focal_loss,
     vs_loss,
 )
+from lt_lightning.functional.munit import (
+    adaptive_instance_norm,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    munit_layer_norm,
+    recon_l1,
+)
 from lt_lightning.functional.weights import (
     ClassCounts,
     check_class_counts,
@@ -23,6 +30,11 @@ from lt_lightning.functional.weights import (
 )
 
 __all__ = [
+    "adaptive_instance_norm",
+    "lsgan_discriminator_loss",
+    "lsgan_generator_loss",
+    "munit_layer_norm",
+    "recon_l1",
     "ClassCounts",
     "Reduction",
     "check_class_counts",

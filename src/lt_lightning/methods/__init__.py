@@ -1,9 +1,11 @@
-"""Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses."""
+"""Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses, and
+``NuisanceMUNIT`` (GIT's nuisance generator)."""
 
 from lt_lightning.methods.absgd import ABSGD
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.methods.bbn import BBN
 from lt_lightning.methods.drw import LDAMDRW
+from lt_lightning.methods.munit import NuisanceMUNIT
 from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["ABSGD", "BBN", "LDAMDRW", "LongTailClassifier", "SAMClassifier"]
+__all__ = ["ABSGD", "BBN", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]

@@ -26,7 +26,7 @@ from torch import Tensor
 from lt_lightning.functional.attention import check_attention_args, effective_sample_size
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.reductions import AttentionalReduction
-from lt_lightning.schedules import default_switch_epoch
+from lt_lightning.schedules import default_switch_epoch, training_horizon
 
 
 class ABSGD(LongTailClassifier):
@@ -72,7 +72,7 @@ class ABSGD(LongTailClassifier):
     def resolved_switch_epoch(self) -> int:
         if self.hparams.switch_epoch is not None:
             return self.hparams.switch_epoch
-        return default_switch_epoch(self.trainer.max_epochs)
+        return default_switch_epoch(training_horizon(self.trainer))  # a resume keeps its checkpoint's horizon
 
     def lam_at(self, epoch: int) -> float:
         """lambda in force at a 0-indexed epoch."""

@@ -28,9 +28,11 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lt_lightning.callbacks.divergence import DivergenceGuard, check_checkpoint_finite, check_divergence_factor
 from lt_lightning.checkpoints import checkpoint_metadata
 from lt_lightning.functional.losses import sigmoid_bias_init
 from lt_lightning.functional.weights import check_class_counts
@@ -38,6 +40,7 @@ from lt_lightning.losses import LOSSES, ClassCountLoss, check_loss_config, creat
 from lt_lightning.metrics import PerClassAccuracyMetric
 from lt_lightning.models import Backbone, create_backbone
 from lt_lightning.optim import WarmupMultiStepLR
+from lt_lightning.schedules import training_horizon, warn_horizon_kept
 
 LossCallable = Callable[[Sequence[int]], nn.Module]
 
@@ -62,6 +65,10 @@ class LongTailClassifier(L.LightningModule):
             :class:`~lt_lightning.optim.WarmupMultiStepLR` with its defaults (5 warm-up epochs, x0.01 at 80 % and
             90 % of ``max_epochs``).
         class_names: names for reports (linked from the datamodule by the CLI).
+        divergence_factor: stop training with a :class:`~lt_lightning.callbacks.DivergenceError` when the loss
+            exceeds this many times its start, or a weight / checkpoint turns NaN or inf (a
+            :class:`~lt_lightning.callbacks.DivergenceGuard` attached by ``configure_callbacks``); ``None``
+            disables the check.
     """
 
     def __init__(
@@ -76,8 +83,10 @@ class LongTailClassifier(L.LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         class_names: Sequence[str] | None = None,
+        divergence_factor: float | None = 1e3,
     ) -> None:
         super().__init__()
+        check_divergence_factor(divergence_factor)
         self.class_counts = check_class_counts(class_counts)
         self.num_classes = len(self.class_counts)
         if head not in ("auto", "linear", "cosine"):
@@ -98,6 +107,9 @@ class LongTailClassifier(L.LightningModule):
         # How raw images become inputs (mean / std, image size, channels), filled from the datamodule when a
         # checkpoint is written and restored with it, so new raw images can be prepared after the data is gone.
         self.preprocessing: dict[str, Any] | None = None
+        # The max_epochs the epoch-derived schedules were resolved for, restored from a checkpoint on resume
+        # (see lt_lightning.schedules.training_horizon); None in a fresh run.
+        self.schedule_horizon: int | None = None
 
         self.criterion = self.configure_loss()
         self.backbone = self.configure_backbone()
@@ -211,12 +223,13 @@ class LongTailClassifier(L.LightningModule):
         return self.optimizer_factory(params)
 
     def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
-        """The per-epoch LR schedule: the injected callable, or warm-up + x0.01 at 80 % / 90 % of ``max_epochs``."""
+        """The per-epoch LR schedule: the injected callable, or warm-up + x0.01 at 80 % / 90 % of ``max_epochs``
+        (of the checkpoint's horizon on resume, like every epoch-derived schedule: see ``training_horizon``)."""
         scheduler = (
             WarmupMultiStepLR(optimizer) if self.scheduler_factory is None else self.scheduler_factory(optimizer)
         )
         if isinstance(scheduler, WarmupMultiStepLR) and scheduler.max_epochs is None and self._trainer is not None:
-            scheduler.max_epochs = self.trainer.max_epochs
+            scheduler.max_epochs = training_horizon(self.trainer)
         return scheduler
 
     def configure_optimizers(self) -> Any:
@@ -224,16 +237,50 @@ class LongTailClassifier(L.LightningModule):
         scheduler = self.build_lr_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    # ----------------------------------------------------------------- callbacks the method needs
+    DIVERGENCE_HINT = "set the module's divergence_factor: null (CLI: --model.init_args.divergence_factor null)"
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The divergence guard (unless ``divergence_factor`` is None). Subclasses add theirs with
+        ``[own, *super().configure_callbacks()]``."""
+        factor = self.hparams.get("divergence_factor", 1e3)
+        return [] if factor is None else [DivergenceGuard(factor, disable_hint=self.DIVERGENCE_HINT)]
+
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record what rebuilding and using the model needs without its training data: the module's class path and
-        the input preprocessing (``checkpoint["lt_lightning"]``; plain types, so ``weights_only`` loading works)."""
+        the input preprocessing (``checkpoint["lt_lightning"]``; plain types, so ``weights_only`` loading works).
+
+        A weights-only save skips the callbacks' ``on_save_checkpoint`` (where the guard refuses non-finite
+        weights), so the module checks those itself: Lightning writes the file only after this hook returns."""
+        weights_only = "callbacks" not in checkpoint
+        guarded = self.hparams.get("divergence_factor", 1e3) is not None
+        if weights_only and guarded and self._trainer is not None and self.trainer.state.fn == "fit":
+            guard = next((cb for cb in self.trainer.callbacks if isinstance(cb, DivergenceGuard)), None)
+            exempt = guard.exempt if guard is not None else ()
+            check_checkpoint_finite(self.trainer, checkpoint, self.DIVERGENCE_HINT, exempt)
         if self.preprocessing is None and self._trainer is not None:
             self.preprocessing = getattr(self.trainer.datamodule, "preprocessing", None)
         checkpoint["lt_lightning"] = checkpoint_metadata(self)
+        if self._trainer is not None:
+            # What every epoch-derived schedule was resolved for, so that a resume keeps it (training_horizon).
+            horizon = training_horizon(self.trainer)
+            if horizon is not None and horizon >= 1:
+                checkpoint["schedule_horizon"] = int(horizon)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the preprocessing and, when a Trainer resumes, the schedule horizon (one warning if the new
+        ``max_epochs`` differs: every epoch-derived schedule keeps the checkpoint's horizon)."""
         self.preprocessing = checkpoint.get("lt_lightning", {}).get("preprocessing")
+        horizon = checkpoint.get("schedule_horizon")
+        if horizon is None:
+            # Checkpoints written before the horizon was recorded: the LR scheduler's own max_epochs is what its
+            # restored state keeps using, so the other schedules follow it.
+            states = checkpoint.get("lr_schedulers") or [{}]
+            horizon = states[0].get("max_epochs") if isinstance(states[0], dict) else None
+        self.schedule_horizon = int(horizon) if horizon is not None else None
+        if horizon is not None and self._trainer is not None and self.trainer.state.fn == "fit":
+            warn_horizon_kept(self.trainer.max_epochs, int(horizon))
 
     @property
     def loss_module(self) -> ClassCountLoss | nn.Module:

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.models import Backbone
 from lt_lightning.optim import WarmupMultiStepLR
-from lt_lightning.schedules import bbn_alpha
+from lt_lightning.schedules import bbn_alpha, training_horizon
 
 # The official CIFAR recipe (configs/cifar10.yaml: 200 epochs, LR_STEP [120, 160], LR_FACTOR 0.01, WARM_EPOCH 5;
 # lib/utils/utils.py: SGD with nesterov=True; lib/utils/lr_scheduler.py: warm-up factor from 1/3).
@@ -132,7 +132,7 @@ class BBN(LongTailClassifier):
         # fast_dev_run forces max_epochs = 1; a smoke run only needs some valid schedule, so it gets a 2-epoch one.
         if self.trainer.fast_dev_run:
             return max(self.trainer.max_epochs or 2, 2)
-        return self.trainer.max_epochs
+        return training_horizon(self.trainer)  # a resumed run keeps its checkpoint's horizon
 
     # ----------------------------------------------------------------- the official recipe by default
     def build_optimizer(self) -> torch.optim.Optimizer:

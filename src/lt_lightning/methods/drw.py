@@ -9,7 +9,7 @@ Example:
     >>> type(model.criterion).__name__, type(model.backbone.head).__name__
     ('LDAMLoss', 'NormedLinear')
     >>> [type(cb).__name__ for cb in model.configure_callbacks()]
-    ['DeferredReweighting']
+    ['DeferredReweighting', 'DivergenceGuard']
 """
 
 from __future__ import annotations
@@ -52,4 +52,4 @@ class LDAMDRW(LongTailClassifier):
         super().__init__(class_counts, backbone=backbone, loss=loss, **kwargs)
 
     def configure_callbacks(self) -> list[Callback]:
-        return [self._drw]
+        return [self._drw, *super().configure_callbacks()]
