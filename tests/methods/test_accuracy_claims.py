@@ -15,7 +15,7 @@ from functools import partial
 import pytest
 import torch
 
-from lt_lightning.benchmarking import Method, compare
+from lt_lightning.benchmarking import Method, compare, sgd_recipe
 from lt_lightning.callbacks import DeferredReweighting
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 from lt_lightning.optim import WarmupMultiStepLR
@@ -44,7 +44,8 @@ def ldam_drw(counts, in_chans, max_epochs):
 
 
 def bbn(counts, in_chans, max_epochs):
-    return BBN(counts, backbone="small_cnn", in_chans=in_chans, lr_scheduler=SCHEDULE), []
+    # The shared recipe (plain-momentum SGD, not BBN's official default), as every other method here.
+    return BBN(counts, backbone="small_cnn", in_chans=in_chans, optimizer=sgd_recipe(), lr_scheduler=SCHEDULE), []
 
 
 # rho chosen on a validation split (benchmarks/sam_rho.py: 10 images per class from the unused pool, seeds 10-12,

@@ -117,6 +117,8 @@ class LongTailDataModule(L.LightningDataModule):
             Transformed sets are held in memory as arrays (with the draws in their ``nuisance_params``).
         rebalancing_sampler: a second training stream (BBN: ``reversed``). When set, training batches are
             ``(x, y, x_r, y_r)``: the first pair drawn by ``sampler``, the second by this one (seeded independently).
+        drop_last: drop the last, incomplete training batch of each epoch (the official BBN loader does,
+            ``main/train.py``: a tiny last batch makes noisy BatchNorm statistics). Default False.
         image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
         train_transform: replaces the default training transform (receives a uint8 CHW tensor).
         eval_transform: replaces the default validation / test transform.
@@ -142,6 +144,7 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: str = "instance",
         sampler_seed: int = 0,
         rebalancing_sampler: str | None = None,
+        drop_last: bool = False,
         label_noise: float = 0.0,
         nuisance: str | None = None,
         nuisance_kwargs: dict | None = None,
@@ -168,6 +171,9 @@ class LongTailDataModule(L.LightningDataModule):
                 f"rebalancing_sampler must be one of {sorted(SAMPLERS)} or None, got {rebalancing_sampler!r}"
             )
         self.rebalancing_sampler = rebalancing_sampler
+        if not isinstance(drop_last, bool):
+            raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
+        self.drop_last = drop_last
         if isinstance(label_noise, bool) or not (isinstance(label_noise, int | float) and 0 <= label_noise < 1):
             raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
         if nuisance is not None and nuisance not in NUISANCES:
@@ -415,10 +421,16 @@ class LongTailDataModule(L.LightningDataModule):
             # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).
             second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
             dataset, sampler = PairedDataset(self.train_set), PairedSampler(sampler, second)
+        if self.drop_last and len(sampler) < self.batch_size:
+            raise ValueError(
+                f"drop_last=True with batch_size={self.batch_size} leaves no training batch: the sampler draws "
+                f"{len(sampler)} samples per epoch; lower batch_size or set drop_last=False"
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
+            drop_last=self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

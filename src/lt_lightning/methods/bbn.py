@@ -10,8 +10,15 @@ learning weight of the epoch (:func:`~lt_lightning.schedules.bbn_alpha`, officia
     loss  = alpha * CE(z, y_c) + (1 - alpha) * CE(z, y_r)
 
 At inference both branches see the same image with equal weights: ``z = W concat(f_c(x), f_r(x)) + b`` (= alpha
-0.5 in the training formula). The two streams come from one DataLoader: ``LongTailDataModule(...,
-rebalancing_sampler="reversed")`` yields batches ``(x_c, y_c, x_r, y_r)``.
+0.5 in the training formula), with the shared trunk run once as the official network does. The two streams come
+from one DataLoader: ``LongTailDataModule(..., rebalancing_sampler="reversed")`` yields batches
+``(x_c, y_c, x_r, y_r)`` (``drop_last=True`` as the official loader).
+
+The default optimisation is the official CIFAR recipe (``configs/cifar10.yaml``, ``lib/utils/utils.py``), scaled to
+``max_epochs``: SGD lr 0.1, momentum 0.9, **Nesterov**, weight decay 2e-4 on every parameter; 5 warm-up epochs
+from lr/3 (0.0467, 0.060, 0.0733, 0.0867, then 0.1: the reference steps its scheduler before each epoch); x0.01
+at 0-indexed epochs ``round(0.6 T) - 1`` and ``round(0.8 T) - 1`` (119 and 159 of 200: the official 1-indexed
+epochs 120 and 160). Pass ``optimizer`` / ``lr_scheduler`` to replace either (:func:`bbn_milestones`).
 
 Example:
     >>> import torch
@@ -31,7 +38,26 @@ from torch import Tensor, nn
 
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.models import Backbone
+from lt_lightning.optim import WarmupMultiStepLR
 from lt_lightning.schedules import bbn_alpha, training_horizon
+
+# The official CIFAR recipe (configs/cifar10.yaml: 200 epochs, LR_STEP [120, 160], LR_FACTOR 0.01, WARM_EPOCH 5;
+# lib/utils/utils.py: SGD with nesterov=True; lib/utils/lr_scheduler.py: warm-up factor from 1/3).
+OFFICIAL_MILESTONE_FRACTIONS = (0.6, 0.8)
+OFFICIAL_LR = {"lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "nesterov": True}
+OFFICIAL_WARMUP = {"warmup_epochs": 5, "warmup_start_factor": 1 / 3, "gamma": 0.01}
+
+
+def bbn_milestones(max_epochs: int) -> tuple[int, ...]:
+    """0-indexed LR-drop epochs of the official recipe scaled to ``max_epochs``: ``round(f * T) - 1`` for f in
+    (0.6, 0.8). The reference calls ``scheduler.step()`` before each 1-indexed epoch, so its drop at epoch 120
+    (``bisect_right([120, 160], 120)``) is in force from the 120th epoch, 0-indexed 119.
+
+    Example:
+        >>> bbn_milestones(200), bbn_milestones(30)
+        ((119, 159), (17, 23))
+    """
+    return tuple(max(round(f * max_epochs) - 1, 0) for f in OFFICIAL_MILESTONE_FRACTIONS)
 
 
 class BBN(LongTailClassifier):
@@ -45,7 +71,8 @@ class BBN(LongTailClassifier):
             (ResNet, RegNet, EfficientNet, ...: trunk = all but the last stage, branches = that stage and a twin).
         alpha_form: ``code`` (1 - ((T-1)/T_max)^2, the official combiner) or ``paper`` (1 - (T/T_max)^2).
         **kwargs: any other ``LongTailClassifier`` argument (optimizer, lr_scheduler, loss, ...). The loss is plain
-            CE in the official runs.
+            CE in the official runs. ``optimizer`` / ``lr_scheduler`` left ``None`` give the official recipe (see
+            the module docstring), not the generic ``LongTailClassifier`` one.
     """
 
     def __init__(
@@ -88,8 +115,12 @@ class BBN(LongTailClassifier):
         return self.classifier(2 * mixed)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Inference: both branches on the same image, equal weights (the official ``feature_flag`` path)."""
-        return self.classifier(torch.cat([self.conventional_features(x), self.rebalancing_features(x)], 1))
+        """Inference: both branches on the same image, equal weights (the official ``feature_flag`` path). The trunk
+        runs once and feeds both branches, as in the official ``BBN_ResNet_Cifar.forward``."""
+        trunk = self.backbone.forward_trunk(x)
+        f_c = self.backbone.forward_pool(self.backbone.last_block(trunk))
+        f_r = self.backbone.forward_pool(self.rb_branch(trunk))
+        return self.classifier(torch.cat([f_c, f_r], 1))
 
     # ----------------------------------------------------------------- schedule, data check, loss
     def alpha(self, epoch: int | None = None) -> float:
@@ -102,6 +133,22 @@ class BBN(LongTailClassifier):
         if self.trainer.fast_dev_run:
             return max(self.trainer.max_epochs or 2, 2)
         return training_horizon(self.trainer)  # a resumed run keeps its checkpoint's horizon
+
+    # ----------------------------------------------------------------- the official recipe by default
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """``optimizer`` when given, else the official Nesterov SGD over every parameter (BN and biases decayed)."""
+        if self.optimizer_factory is not None:
+            return super().build_optimizer()
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], **OFFICIAL_LR)
+
+    def build_lr_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        """``lr_scheduler`` when given, else the official warm-up + x0.01 at :func:`bbn_milestones` of the run."""
+        if self.scheduler_factory is not None:
+            return super().build_lr_scheduler(optimizer)
+        max_epochs = self._schedule_epochs() if self._trainer is not None else None
+        if max_epochs is None or max_epochs < 2:
+            raise ValueError(f"BBN's default LR schedule needs max_epochs >= 2, got {max_epochs!r}")
+        return WarmupMultiStepLR(optimizer, milestones=bbn_milestones(max_epochs), **OFFICIAL_WARMUP)
 
     def setup(self, stage: str) -> None:
         if stage != "fit":
