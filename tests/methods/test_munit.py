@@ -207,7 +207,7 @@ def test_bad_input_is_named():
 @pytest.mark.ddp
 def test_two_cpu_processes_train_and_export_once(tmp_path):
     # Each step leaves the other network's parameters without gradients: DDP needs find_unused_parameters.
-    m = _module(two_domains=True, export_path=str(tmp_path / "g.pt"))
+    m = _module(two_domains=True, export=True, export_path=str(tmp_path / "g.pt"))
     trainer = L.Trainer(
         max_steps=4, accelerator="cpu", devices=2, strategy="ddp_spawn_find_unused_parameters_true", **QUIET
     )
