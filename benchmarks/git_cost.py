@@ -26,23 +26,13 @@ from lt_lightning.callbacks import GenerativeInvarianceTransfer
 from lt_lightning.generators import MUNIT_CONFIGS, MUNITGenerator
 from lt_lightning.methods import LongTailClassifier
 
+# The step timer of step_time.py (this directory is on sys.path when a benchmark runs as a script); it must be the
+# first callback so that its on_train_batch_start precedes GIT's batch replacement.
+from step_time import Timer
+
 SETTINGS = {"tiny": ("tiny", 8), "small": ("small", 28)}
 COUNTS = (114, 28, 12, 7, 5, 5, 5, 5, 5, 5)
 BATCH = 128
-
-
-class Timer(L.Callback):
-    """Per-step wall time from the first ``on_train_batch_start`` (this callback comes first) to the step's end."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.times, self._t = warmup, [], 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._t = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx >= self.warmup:
-            self.times.append(time.perf_counter() - self._t)
 
 
 def generator(config: str, side: int) -> MUNITGenerator:
