@@ -71,6 +71,17 @@ def munit_config(name: str) -> dict[str, dict[str, Any]]:
     return copy.deepcopy(MUNIT_CONFIGS[name])
 
 
+def check_min_ints(*checks: tuple[str, object, int]) -> None:
+    """Each ``(name, value, low)``: ``value`` is an int (not a bool) >= ``low``; a ValueError naming it otherwise.
+
+    Example:
+        >>> check_min_ints(("dim", 8, 1), ("n_res", 0, 0))
+    """
+    for name, value, low in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _conv(cin: int, cout: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
     """Reflect padding then a biased convolution (MUNIT's ``Conv2dBlock`` without norm / activation)."""
     return nn.Sequential(nn.ReflectionPad2d(padding), nn.Conv2d(cin, cout, kernel, stride))
@@ -254,7 +265,7 @@ class MUNITGenerator(nn.Module):
         style_downsample: int = 4,
     ) -> None:
         super().__init__()
-        for name, value, low in (
+        check_min_ints(
             ("in_chans", in_chans, 1),
             ("dim", dim, 1),
             ("style_dim", style_dim, 1),
@@ -262,9 +273,7 @@ class MUNITGenerator(nn.Module):
             ("n_downsample", n_downsample, 0),
             ("n_res", n_res, 1),
             ("style_downsample", style_downsample, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        )
         if image_size is not None:
             if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
                 raise ValueError(f"image_size must be None or a positive integer, got {image_size!r}")
@@ -359,9 +368,9 @@ class MUNITDiscriminator(nn.Module):
 
     def __init__(self, in_chans: int = 1, dim: int = 64, n_layers: int = 4, num_scales: int = 1) -> None:
         super().__init__()
-        for name, value in (("in_chans", in_chans), ("dim", dim), ("n_layers", n_layers), ("num_scales", num_scales)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_min_ints(
+            ("in_chans", in_chans, 1), ("dim", dim, 1), ("n_layers", n_layers, 1), ("num_scales", num_scales, 1)
+        )
         self.in_chans = in_chans
         self.config = {"in_chans": in_chans, "dim": dim, "n_layers": n_layers, "num_scales": num_scales}
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

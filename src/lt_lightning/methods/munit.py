@@ -52,7 +52,7 @@ from typing_extensions import override
 
 from lt_lightning.functional.munit import lsgan_discriminator_loss, lsgan_generator_loss, recon_l1
 from lt_lightning.generators.loading import CHECKPOINT_CONFIG_KEY, save_generator
-from lt_lightning.generators.munit import MUNITDiscriminator, MUNITGenerator, munit_config
+from lt_lightning.generators.munit import MUNITDiscriminator, MUNITGenerator, check_min_ints, munit_config
 
 LOSS_NAMES = ("adv", "recon_x", "recon_s", "recon_c", "recon_x_cyc")
 
@@ -128,14 +128,12 @@ class NuisanceMUNIT(L.LightningModule):
         for name, value in weights.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        for name, value, low in (
+        check_min_ints(
             ("lr_step_iterations", lr_step_iterations, 1),
             ("sample_every_n_iterations", sample_every_n_iterations, 0),
             ("grid_classes", grid_classes, 1),
             ("grid_styles", grid_styles, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        )
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither (then the datamodule's preprocessing is used)")
         if std is not None and (len(std) != len(mean) or min(std) <= 0):
