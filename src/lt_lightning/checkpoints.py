@@ -18,9 +18,11 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 METADATA_KEY = "lt_lightning"
@@ -38,8 +40,12 @@ def checkpoint_metadata(module: Any) -> dict[str, Any]:
     }
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, argument: str = "ckpt_path") -> dict[str, Any]:
     """Load a checkpoint file on the CPU (weights only: no code runs), with a clear error for a wrong path.
+
+    Args:
+        path: the file.
+        argument: the name the user gave the path under, for the error messages.
 
     Raises:
         FileNotFoundError: ``path`` is not a file.
@@ -47,11 +53,85 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path {str(path)!r} does not exist or is not a file")
+        raise FileNotFoundError(f"{argument} {str(path)!r} does not exist or is not a file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (pickle, zip and torch errors alike mean: not a checkpoint we can read)
-        raise ValueError(f"ckpt_path {str(path)!r} is not a readable PyTorch checkpoint: {err}") from None
+        raise ValueError(f"{argument} {str(path)!r} is not a readable PyTorch checkpoint: {err}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"ckpt_path {str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
+        raise ValueError(f"{argument} {str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
+
+
+def checkpoint_module_class(checkpoint: dict[str, Any]) -> str | None:
+    """The LightningModule class path a checkpoint records (ours, else the LightningCLI's ``_class_path``)."""
+    recorded = (checkpoint.get(METADATA_KEY) or {}).get("module_class")
+    return recorded or (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+
+
+def import_module_class(class_path: str, argument: str = "module_class") -> type[L.LightningModule]:
+    """The LightningModule class at ``class_path`` (``package.module.Class``, or a short name of
+    ``lt_lightning.methods`` such as ``LDAMDRW``).
+
+    Raises:
+        ValueError: it does not import, or is not a LightningModule subclass.
+
+    Example:
+        >>> import_module_class("BBN").__name__
+        'BBN'
+    """
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        owner = importlib.import_module(module_name or "lt_lightning.methods")
+        cls = getattr(owner, name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"{argument} {class_path!r} does not import ({err}); give a class path such as "
+            "lt_lightning.methods.LDAMDRW or my_package.models.MyModule"
+        ) from None
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise ValueError(f"{argument} {class_path!r} is not a LightningModule subclass")
+    return cls
+
+
+def build_module(class_path: str, hyper_parameters: dict[str, Any], argument: str = "module_class") -> Any:
+    """A fresh ``class_path`` module from a checkpoint's ``hyper_parameters`` (keys starting with ``_``, which the
+    LightningCLI adds, are dropped). The weights are not loaded."""
+    cls = import_module_class(class_path, argument)
+    kwargs = {k: v for k, v in (hyper_parameters or {}).items() if not k.startswith("_")}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(
+            f"{argument} {class_path!r} cannot be rebuilt from the checkpoint's hyper-parameters: {err}"
+        ) from None
+
+
+def load_trained_module(path: str | Path, module_class: str | None = None, argument: str = "checkpoint") -> Any:
+    """Rebuild the trained LightningModule of a checkpoint from the file alone, weights loaded, in eval mode.
+
+    Args:
+        path: a Lightning checkpoint.
+        module_class: its class path; default: the one the checkpoint records (every lt_lightning checkpoint, and
+            any checkpoint written under the LightningCLI). Needed for other checkpoints.
+        argument: the name the user gave the path under, for the error messages.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a Lightning checkpoint, no class recorded or named, or the weights do not fit the class.
+    """
+    checkpoint = read_checkpoint(path, argument)
+    class_path = module_class or checkpoint_module_class(checkpoint)
+    if class_path is None:
+        raise ValueError(
+            f"{argument} {str(path)!r} is not an lt_lightning checkpoint (it records no module class): name its "
+            "LightningModule class, e.g. stage1_class: my_package.models.MyModule"
+        )
+    module = build_module(class_path, checkpoint.get("hyper_parameters") or {}, "stage1_class")
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ValueError(f"{argument} {str(path)!r} does not hold the weights of {class_path}: {first}") from None
+    module.on_load_checkpoint(checkpoint)
+    return module.eval()

@@ -6,7 +6,10 @@ only what really differs, through two documented hooks:
 - :meth:`LongTailClassifier.training_loss` — the loss on a training batch (BBN mixes two streams, ABSGD re-weights
   samples);
 - :meth:`LongTailClassifier.predict_logits` — the logits at inference (BBN weights its branches equally; post-hoc
-  logit adjustment subtracts priors).
+  logit adjustment subtracts priors);
+
+and two that second-stage methods read, :meth:`classifier_features` / :meth:`classifier_head` (the inference
+logits are ``classifier_head()(classifier_features(x))``),
 
 and, for wholesale replacement, :meth:`configure_backbone` / :meth:`configure_loss`.
 
@@ -155,6 +158,17 @@ class LongTailClassifier(L.LightningModule):
     def predict_logits(self, x: Tensor) -> Tensor:
         """Logits used for validation, test and predict. Override for inference-time changes."""
         return self(x)
+
+    # ----------------------------------------------------------------- the last-layer split (second-stage methods)
+    def classifier_features(self, x: Tensor) -> Tensor:
+        """Features ``(B, D)`` feeding the classifier at inference: ``classifier_head()(classifier_features(x))`` is
+        ``forward(x)``. Second-stage and post-hoc methods (cRT, LWS, MARC, τ-normalisation) work on these; a method
+        whose inference path differs overrides both hooks (BBN: both branches' features, its shared classifier)."""
+        return self.backbone.forward_features(x)
+
+    def classifier_head(self) -> nn.Module:
+        """The module mapping :meth:`classifier_features` to logits (the backbone's head)."""
+        return self.backbone.head
 
     def training_loss(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         """Loss on a training batch; returns ``(loss, logits, target)`` (logits and target feed the metrics)."""

@@ -114,13 +114,21 @@ class BBN(LongTailClassifier):
         mixed = torch.cat([alpha * self.conventional_features(x_c), (1 - alpha) * self.rebalancing_features(x_r)], 1)
         return self.classifier(2 * mixed)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Inference: both branches on the same image, equal weights (the official ``feature_flag`` path). The trunk
-        runs once and feeds both branches, as in the official ``BBN_ResNet_Cifar.forward``."""
+    def classifier_features(self, x: Tensor) -> Tensor:
+        """Inference features ``concat(f_c(x), f_r(x))`` (B, 2D): both branches on the same image, equal weights (the
+        official ``feature_flag`` path), with the trunk run once as in the official ``BBN_ResNet_Cifar.forward``."""
         trunk = self.backbone.forward_trunk(x)
         f_c = self.backbone.forward_pool(self.backbone.last_block(trunk))
         f_r = self.backbone.forward_pool(self.rb_branch(trunk))
-        return self.classifier(torch.cat([f_c, f_r], 1))
+        return torch.cat([f_c, f_r], 1)
+
+    def classifier_head(self) -> nn.Module:
+        """BBN's one classifier over both branches."""
+        return self.classifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Inference logits ``W concat(f_c(x), f_r(x)) + b`` (= alpha 0.5 in the training formula)."""
+        return self.classifier(self.classifier_features(x))
 
     # ----------------------------------------------------------------- schedule, data check, loss
     def alpha(self, epoch: int | None = None) -> float:
