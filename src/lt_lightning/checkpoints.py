@@ -129,9 +129,15 @@ def load_trained_module(path: str | Path, module_class: str | None = None, argum
         )
     module = build_module(class_path, checkpoint.get("hyper_parameters") or {}, "stage1_class")
     try:
-        module.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ValueError(f"{argument} {str(path)!r} does not hold the weights of {class_path}: {first}") from None
+        missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+        problem = "; ".join(
+            f"{len(keys)} {kind} keys (e.g. {keys[0]!r})"
+            for kind, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+    except RuntimeError as err:  # a shape mismatch
+        problem = " ".join(line.strip() for line in str(err).splitlines()[1:3])
+    if problem:
+        raise ValueError(f"{argument} {str(path)!r} does not hold the weights of {class_path}: {problem}")
     module.on_load_checkpoint(checkpoint)
     return module.eval()

@@ -1,11 +1,13 @@
-"""Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses, and
-``NuisanceMUNIT`` (GIT's nuisance generator)."""
+"""Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses,
+``ClassifierRetraining`` (stage 2 of decoupled learning on any of them) and ``NuisanceMUNIT`` (GIT's nuisance
+generator)."""
 
 from lt_lightning.methods.absgd import ABSGD
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.methods.bbn import BBN
+from lt_lightning.methods.decoupled import ClassifierRetraining
 from lt_lightning.methods.drw import LDAMDRW
 from lt_lightning.methods.munit import NuisanceMUNIT
 from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["ABSGD", "BBN", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
+__all__ = ["ABSGD", "BBN", "ClassifierRetraining", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
