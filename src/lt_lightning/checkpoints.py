@@ -24,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 
 METADATA_KEY = "lt_lightning"
 
@@ -99,12 +100,17 @@ def build_module(class_path: str, hyper_parameters: dict[str, Any], argument: st
     LightningCLI adds, are dropped). The weights are not loaded."""
     cls = import_module_class(class_path, argument)
     kwargs = {k: v for k, v in (hyper_parameters or {}).items() if not k.startswith("_")}
+    # Built inside another module's LightningCLI instantiation (stage 2 loading stage 1), Lightning's
+    # save_hyperparameters would record the OUTER module's arguments as this one's: clear that context meanwhile.
+    token = _given_hyperparameters.set(None)
     try:
         return cls(**kwargs)
     except TypeError as err:
         raise ValueError(
             f"{argument} {class_path!r} cannot be rebuilt from the checkpoint's hyper-parameters: {err}"
         ) from None
+    finally:
+        _given_hyperparameters.reset(token)
 
 
 def load_trained_module(path: str | Path, module_class: str | None = None, argument: str = "checkpoint") -> Any:
