@@ -1,0 +1,130 @@
+"""Second-stage and post-hoc methods on top of trained models: cRT, LWS, MARC, τ-normalisation and post-hoc logit
+adjustment, each applied to the SAME stage-1 checkpoint (CE, LDAM-DRW) of every seed.
+
+Protocol (no selection on the test set): the split has a balanced validation set carved from the images the
+long-tailed profile left unused (``val_per_class``); stage 1 trains the default recipe for ``--epochs`` and its FINAL
+model is kept; ``auto`` τ is chosen on the validation set; stage 2 trains ``--stage2-epochs`` with the official
+recipe (SGD lr 0.2, momentum 0.9, wd 5e-4, cosine to 0, plain CE) on class-aware sampling, and its final model is
+tested. Reported: mean ± std over seeds of the test metrics, and every seed's balanced accuracy.
+
+    .venv/bin/python benchmarks/decoupling.py                            # digits, rho 50, 3 seeds, CE and LDAM-DRW
+    .venv/bin/python benchmarks/decoupling.py --imbalance-ratio 50 --seeds 0 1 2 3 4 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lt_lightning.benchmarking import QUIET_TRAINER, REPORTED, markdown_table
+from lt_lightning.callbacks import PerClassAccuracy, PostHocLogitAdjustment, TauNormalization
+from lt_lightning.data import LongTailDataModule
+from lt_lightning.methods import LDAMDRW, ClassifierRetraining, LongTailClassifier
+
+STAGE1: dict[str, Callable[..., L.LightningModule]] = {
+    "CE": lambda counts, chans, backbone: LongTailClassifier(counts, backbone=backbone, in_chans=chans),
+    "LDAM-DRW": lambda counts, chans, backbone: LDAMDRW(counts, backbone=backbone, in_chans=chans),
+}
+POSTHOC = {"τ-norm (auto)": lambda: TauNormalization(tau="auto"), "post-hoc LA (auto)": lambda: PostHocLogitAdjustment(tau="auto")}
+STAGE2 = {"cRT": "crt", "LWS": "lws", "MARC": "marc"}
+
+
+def _trainer(root: Path, max_epochs: int, callbacks: list[L.Callback], accelerator: str) -> L.Trainer:
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=max_epochs,
+        **QUIET_TRAINER,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )
+
+
+def _test(model: L.LightningModule, dm: LongTailDataModule, root: Path, accelerator: str, *extra: L.Callback) -> dict:
+    report = PerClassAccuracy(log_per_class=False, output_dir=root)
+    trainer = _trainer(root, 1, [*extra, report], accelerator)
+    trainer.test(model, datamodule=dm, verbose=False)
+    return {k: report.last_summary[k] for k in REPORTED}
+
+
+def run_seed(args: argparse.Namespace, seed: int, stage1: str) -> dict[str, dict[str, float]]:
+    """Stage 1 once, then every post-hoc and stage-2 method on its final checkpoint: ``{name: test metrics}``."""
+    root = Path(tempfile.mkdtemp(prefix=f"lt_decoupling_{stage1}_{seed}_"))
+    data: dict[str, Any] = {
+        "dataset": args.dataset,
+        "root": args.root,
+        "imbalance_ratio": args.imbalance_ratio,
+        "batch_size": args.batch_size,
+        "val_per_class": args.val_per_class,
+        "subset_seed": seed,
+        "sampler_seed": seed,
+    }
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = LongTailDataModule(**data)
+    model = STAGE1[stage1](dm.class_counts, dm.in_chans, args.backbone)
+    trainer = _trainer(root, args.epochs, [], args.accelerator)
+    trainer.fit(model, datamodule=dm)
+    checkpoint = root / "stage1.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    out = {stage1: _test(model, dm, root, args.accelerator)}
+    for name, make in POSTHOC.items():
+        out[f"{stage1} + {name}"] = _test(model, dm, root, args.accelerator, make())
+    balanced = LongTailDataModule(**{**data, "sampler": args.stage2_sampler})
+    for name, mode in STAGE2.items():
+        L.seed_everything(seed, workers=True, verbose=False)
+        stage2 = ClassifierRetraining(str(checkpoint), mode=mode, class_counts=balanced.class_counts)
+        _trainer(root, args.stage2_epochs, [], args.accelerator).fit(stage2, datamodule=balanced)
+        out[f"{stage1} + {name}"] = _test(stage2, balanced, root, args.accelerator)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--root", default="data")
+    parser.add_argument("--imbalance-ratio", type=float, default=50.0)
+    parser.add_argument("--val-per-class", type=int, default=20)
+    parser.add_argument("--backbone", default="small_cnn")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--stage2-epochs", type=int, default=10)
+    parser.add_argument("--stage2-sampler", default="class_balanced")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--stage1", nargs="+", default=list(STAGE1), choices=list(STAGE1))
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: fastest for small models)")
+    parser.add_argument("--json", help="also write the raw per-seed results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    results: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        for stage1 in args.stage1:
+            for name, metrics in run_seed(args, seed, stage1).items():
+                results.setdefault(name, []).append({**metrics, "step_s": float("nan")})
+    print(
+        f"{args.dataset}-LT rho={args.imbalance_ratio:g}, {args.backbone}, stage 1 {args.epochs} epochs, stage 2 "
+        f"{args.stage2_epochs} epochs ({args.stage2_sampler}), batch {args.batch_size}, val {args.val_per_class}/class,"
+        f" seeds {args.seeds}: test accuracy (%) of the final models, mean ± std"
+    )
+    print(markdown_table(results))
+    print("\nbalanced accuracy per seed (%):")
+    for name, runs in results.items():
+        print(f"  {name}: " + ", ".join(f"{100 * r['balanced_acc']:.1f}" for r in runs))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
