@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
+from lt_lightning.cli import build_cli
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.samplers import SAMPLERS, ClassAwareCycleSampler, create_sampler
 
@@ -130,3 +131,16 @@ def test_datamodule_builds_it_with_its_samples_per_class():
 def test_datamodule_rejects_bad_samples_per_class(bad):
     with pytest.raises(ValueError, match=rf"samples_per_class must be an integer >= 1, got {bad!r}"):
         LongTailDataModule("digits", sampler="class_aware_cycle", samples_per_class=bad)
+
+
+def test_yaml_config_selects_it(tmp_path):
+    """``data.init_args.sampler: class_aware_cycle`` and ``data.init_args.samples_per_class`` from a YAML file."""
+    config = tmp_path / "cycle.yaml"
+    config.write_text("data:\n  init_args:\n    sampler: class_aware_cycle\n    samples_per_class: 3\n")
+    cli = build_cli(
+        ["fit", f"--config={config}", f"--trainer.default_root_dir={tmp_path}", "--trainer.fast_dev_run=true"]
+        + ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    )
+    sampler = cli.datamodule.train_dataloader().sampler
+    assert type(sampler) is ClassAwareCycleSampler and sampler.samples_per_class == 3
+    assert cli.trainer.state.finished
