@@ -301,6 +301,18 @@ def test_drs_other_sampler_and_seed(tmp_path):
     assert after[-1] > 80 and after[0] < 30, after
 
 
+def test_drs_to_the_class_aware_cycle_sampler(tmp_path):
+    """``sampler="class_aware_cycle"``: after the switch, 544 draws of k = 2 are 27 full cycles of the 10 classes
+    and 2 more visits, so every class is drawn exactly 54 or 56 times."""
+    module = LabelRecorder()
+    drs = DeferredResampling(start_epoch=1, sampler="class_aware_cycle", samples_per_class=2)
+    make_trainer(tmp_path, 2, [drs]).fit(module, datamodule=digits_dm())
+    assert histogram(module.labels[0]) == DIGITS_COUNTS
+    assert sorted(histogram(module.labels[1])) == [54] * 8 + [56] * 2
+    with pytest.raises(ValueError, match=r"samples_per_class must be an integer >= 1, got '4'"):
+        DeferredResampling(sampler="class_aware_cycle", samples_per_class="4")
+
+
 def test_drs_survives_dataloader_reloads(tmp_path):
     """``reload_dataloaders_every_n_epochs`` builds a new loader and sampler: the switch must follow it."""
     module = LabelRecorder()

@@ -274,7 +274,10 @@ def test_progressive_total_epochs_from_trainer(tmp_path):
             {"profile": "linear"},
             r"profile must be one of \['exponential', 'none', 'step', 'zipf'\] or None \(automatic\), got 'linear'",
         ),
-        ({"sampler": "balanced"}, r"sampler must be one of \['class_balanced', 'instance', .*\], got 'balanced'"),
+        (
+            {"sampler": "balanced"},
+            r"sampler must be one of \['class_aware_cycle', 'class_balanced', 'instance', .*\], got 'balanced'",
+        ),
         ({"imbalance_ratio": 0.5}, r"imbalance_ratio must be .*>= 1.*, got 0\.5"),
         ({"profile": "zipf", "zipf_exponent": 0}, r"zipf_exponent must be a number > 0, got 0"),
         ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),

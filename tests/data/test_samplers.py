@@ -110,7 +110,7 @@ def test_bad_input(kwargs, match):
 def test_unknown_name_lists_accepted():
     with pytest.raises(
         ValueError,
-        match=r"sampler must be one of \['class_balanced', 'instance', 'progressive', "
+        match=r"sampler must be one of \['class_aware_cycle', 'class_balanced', 'instance', 'progressive', "
         r"'reversed', 'square_root'\], got 'balanced'",
     ):
         create_sampler("balanced", TARGETS)

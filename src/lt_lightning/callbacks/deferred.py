@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, create_sampler
+from lt_lightning.data.samplers import SAMPLERS, ClassAwareCycleSampler, LongTailSampler, create_sampler
 from lt_lightning.losses import warn_unusual
 from lt_lightning.schedules import (
     check_stages,
@@ -221,6 +221,7 @@ class DeferredResampling(_HorizonState, Callback):
         sampler: the sampler from the switch on, by name (``class_balanced``, ``square_root``, ``reversed``, ...).
         start_fraction: fraction of ``max_epochs`` used when ``start_epoch`` is None.
         seed: seed of the deferred sampler (default: that of the loader's sampler).
+        samples_per_class: ``k`` of ``class_aware_cycle`` (draws per visited class); unused by other samplers.
     """
 
     def __init__(
@@ -229,13 +230,17 @@ class DeferredResampling(_HorizonState, Callback):
         sampler: str = "class_balanced",
         start_fraction: float = 0.8,
         seed: int | None = None,
+        samples_per_class: int = 4,
     ) -> None:
         self._start_epoch_arg = self.start_epoch = _check_start(start_epoch)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if not 0 < start_fraction <= 1:
             raise ValueError(f"start_fraction must be in (0, 1], got {start_fraction!r}")
+        if isinstance(samples_per_class, bool) or not (isinstance(samples_per_class, int) and samples_per_class >= 1):
+            raise ValueError(f"samples_per_class must be an integer >= 1, got {samples_per_class!r}")
         self.sampler = sampler
+        self.samples_per_class = samples_per_class
         self.start_fraction = start_fraction
         self.seed = seed
 
@@ -261,11 +266,15 @@ class DeferredResampling(_HorizonState, Callback):
         deferred = base.deferred
         if deferred is not None and deferred[0] == self.start_epoch and type(deferred[1]) is SAMPLERS[self.sampler]:
             return  # already attached to this loader's sampler
+        kwargs = {}
+        if SAMPLERS[self.sampler] is ClassAwareCycleSampler:
+            kwargs["samples_per_class"] = self.samples_per_class
         later = create_sampler(
             self.sampler,
             base.targets,
             seed=base.seed if self.seed is None else self.seed,
             num_samples=base.num_samples,
             num_classes=base.num_classes,
+            **kwargs,
         )
         base.defer(later, self.start_epoch)

