@@ -32,7 +32,10 @@ STAGE1: dict[str, Callable[..., L.LightningModule]] = {
     "CE": lambda counts, chans, backbone: LongTailClassifier(counts, backbone=backbone, in_chans=chans),
     "LDAM-DRW": lambda counts, chans, backbone: LDAMDRW(counts, backbone=backbone, in_chans=chans),
 }
-POSTHOC = {"τ-norm (auto)": lambda: TauNormalization(tau="auto"), "post-hoc LA (auto)": lambda: PostHocLogitAdjustment(tau="auto")}
+POSTHOC = {
+    "τ-norm (auto)": lambda: TauNormalization(tau="auto"),
+    "post-hoc LA (auto)": lambda: PostHocLogitAdjustment(tau="auto"),
+}
 STAGE2 = {"cRT": "crt", "LWS": "lws", "MARC": "marc"}
 
 

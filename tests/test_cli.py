@@ -103,6 +103,18 @@ def _write_tiny_generator(path: Path, dataset: str) -> None:
     save_generator(MUNITGenerator(in_chans=in_chans, image_size=side, **MUNIT_CONFIGS["tiny"]["generator"]), path)
 
 
+def _write_stage1_checkpoint(path: Path, preset_args: list[str]) -> None:
+    """The checkpoint a stage-2 preset reads, ``runs/<stage-1 preset>/lightning_logs/version_0/checkpoints/...``,
+    written (untrained) from that stage-1 preset with the same data arguments."""
+    stage1_preset = EXAMPLES / f"{path.relative_to(path.parents[4]).parts[0]}.yaml"
+    assert stage1_preset.is_file(), f"the stage-2 checkpoint path names no preset: {path}"
+    args = [a if not a.startswith("--config=") else f"--config={stage1_preset}" for a in preset_args if a != "fit"]
+    cli = build_cli(args, run=False)
+    cli.trainer.strategy.connect(cli.model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cli.trainer.save_checkpoint(path)
+
+
 def test_every_preset_is_covered():
     assert {
         "digits_ce.yaml",
@@ -120,6 +132,7 @@ def test_every_preset_is_covered():
         "digits_rot_lt_ce_drs_git_oracle.yaml",
         *(f"k49_{n}_lt_ce_drs_git.yaml" for n in ("bg", "dil")),
         *(f"{c}_lt_{m}_git.yaml" for c in ("cifar10", "cifar100") for m in ("ce_drs", "ldam_drw")),
+        *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("crt", "lws", "marc")),
     } <= set(PRESETS)
 
 
@@ -145,6 +158,9 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
         generator = callback.get("init_args", {}).get("generator", "")
         if callback["class_path"].endswith("GenerativeInvarianceTransfer") and generator.endswith(".pt"):
             _write_tiny_generator(tmp_path / generator, data["dataset"])
+    stage1 = config["model"].get("init_args", {}).get("checkpoint")
+    if stage1:  # a stage-2 preset: the stage-1 checkpoint its comment says how to make, untrained
+        _write_stage1_checkpoint(tmp_path / stage1, args)
     logger = config["trainer"].get("logger")
     if logger and "Wandb" in logger["class_path"]:
         monkeypatch.setenv("WANDB_MODE", "offline")
