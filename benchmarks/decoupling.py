@@ -15,80 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import lightning as L
 import torch
 
-from lt_lightning.benchmarking import QUIET_TRAINER, REPORTED, markdown_table
-from lt_lightning.callbacks import PerClassAccuracy, PostHocLogitAdjustment, TauNormalization
-from lt_lightning.data import LongTailDataModule
-from lt_lightning.methods import LDAMDRW, ClassifierRetraining, LongTailClassifier
+from lt_lightning.benchmarking import Method, markdown_table, run_second_stages
+from lt_lightning.callbacks import PostHocLogitAdjustment, TauNormalization
+from lt_lightning.methods import LDAMDRW, LongTailClassifier
 
-STAGE1: dict[str, Callable[..., L.LightningModule]] = {
-    "CE": lambda counts, chans, backbone: LongTailClassifier(counts, backbone=backbone, in_chans=chans),
-    "LDAM-DRW": lambda counts, chans, backbone: LDAMDRW(counts, backbone=backbone, in_chans=chans),
+STAGE1 = {
+    "CE": lambda backbone: Method(
+        "CE", lambda counts, chans, _: (LongTailClassifier(counts, backbone=backbone, in_chans=chans), [])
+    ),
+    "LDAM-DRW": lambda backbone: Method(
+        "LDAM-DRW", lambda counts, chans, _: (LDAMDRW(counts, backbone=backbone, in_chans=chans), [])
+    ),
 }
 POSTHOC = {
     "τ-norm (auto)": lambda: TauNormalization(tau="auto"),
     "post-hoc LA (auto)": lambda: PostHocLogitAdjustment(tau="auto"),
 }
 STAGE2 = {"cRT": "crt", "LWS": "lws", "MARC": "marc"}
-
-
-def _trainer(root: Path, max_epochs: int, callbacks: list[L.Callback], accelerator: str) -> L.Trainer:
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=max_epochs,
-        **QUIET_TRAINER,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=callbacks,
-        default_root_dir=root,
-    )
-
-
-def _test(model: L.LightningModule, dm: LongTailDataModule, root: Path, accelerator: str, *extra: L.Callback) -> dict:
-    report = PerClassAccuracy(log_per_class=False, output_dir=root)
-    trainer = _trainer(root, 1, [*extra, report], accelerator)
-    trainer.test(model, datamodule=dm, verbose=False)
-    return {k: report.last_summary[k] for k in REPORTED}
-
-
-def run_seed(args: argparse.Namespace, seed: int, stage1: str) -> dict[str, dict[str, float]]:
-    """Stage 1 once, then every post-hoc and stage-2 method on its final checkpoint: ``{name: test metrics}``."""
-    root = Path(tempfile.mkdtemp(prefix=f"lt_decoupling_{stage1}_{seed}_"))
-    data: dict[str, Any] = {
-        "dataset": args.dataset,
-        "root": args.root,
-        "imbalance_ratio": args.imbalance_ratio,
-        "batch_size": args.batch_size,
-        "val_per_class": args.val_per_class,
-        "subset_seed": seed,
-        "sampler_seed": seed,
-    }
-    L.seed_everything(seed, workers=True, verbose=False)
-    dm = LongTailDataModule(**data)
-    model = STAGE1[stage1](dm.class_counts, dm.in_chans, args.backbone)
-    trainer = _trainer(root, args.epochs, [], args.accelerator)
-    trainer.fit(model, datamodule=dm)
-    checkpoint = root / "stage1.ckpt"
-    trainer.save_checkpoint(checkpoint)
-
-    out = {stage1: _test(model, dm, root, args.accelerator)}
-    for name, make in POSTHOC.items():
-        out[f"{stage1} + {name}"] = _test(model, dm, root, args.accelerator, make())
-    balanced = LongTailDataModule(**{**data, "sampler": args.stage2_sampler})
-    for name, mode in STAGE2.items():
-        L.seed_everything(seed, workers=True, verbose=False)
-        stage2 = ClassifierRetraining(str(checkpoint), mode=mode, class_counts=balanced.class_counts)
-        _trainer(root, args.stage2_epochs, [], args.accelerator).fit(stage2, datamodule=balanced)
-        out[f"{stage1} + {name}"] = _test(stage2, balanced, root, args.accelerator)
-    return out
 
 
 def main() -> None:
@@ -110,10 +56,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    data = {
+        "dataset": args.dataset,
+        "root": args.root,
+        "imbalance_ratio": args.imbalance_ratio,
+        "batch_size": args.batch_size,
+        "val_per_class": args.val_per_class,
+    }
     results: dict[str, list[dict[str, float]]] = {}
-    for seed in args.seeds:
+    for seed in args.seeds:  # seeds outer: machine-load drifts hit every method alike
         for stage1 in args.stage1:
-            for name, metrics in run_seed(args, seed, stage1).items():
+            runs = run_second_stages(
+                STAGE1[stage1](args.backbone),
+                seed,
+                args.epochs,
+                data,
+                POSTHOC,
+                STAGE2,
+                stage2_epochs=args.stage2_epochs,
+                stage2_sampler=args.stage2_sampler,
+                accelerator=args.accelerator,
+            )
+            for name, metrics in runs.items():
                 results.setdefault(name, []).append({**metrics, "step_s": float("nan")})
     print(
         f"{args.dataset}-LT rho={args.imbalance_ratio:g}, {args.backbone}, stage 1 {args.epochs} epochs, stage 2 "

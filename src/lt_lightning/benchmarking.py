@@ -109,6 +109,65 @@ def run_method(
     return result
 
 
+def _quiet_trainer(root: str, max_epochs: int, callbacks: list[L.Callback], accelerator: str) -> L.Trainer:
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=max_epochs,
+        **QUIET_TRAINER,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=callbacks,
+        default_root_dir=root,
+    )
+
+
+def _test_metrics(model: L.LightningModule, dm: L.LightningDataModule, root: str, accelerator: str, *extra) -> dict:
+    report = PerClassAccuracy(log_per_class=False, output_dir=root)
+    _quiet_trainer(root, 1, [*extra, report], accelerator).test(model, datamodule=dm, verbose=False)
+    return {k: report.last_summary[k] for k in REPORTED}
+
+
+def run_second_stages(
+    stage1: Method,
+    seed: int,
+    max_epochs: int,
+    data_kwargs: dict[str, Any],
+    posthoc: dict[str, Callable[[], L.Callback]],
+    stage2_modes: dict[str, str],
+    stage2_epochs: int = 10,
+    stage2_sampler: str = "class_balanced",
+    accelerator: str = "cpu",
+) -> dict[str, dict[str, float]]:
+    """Train ``stage1`` once (seed = subset seed), keep its FINAL checkpoint, then test it alone, with each post-hoc
+    callback of ``posthoc`` (``name -> factory``; ``auto`` τ is chosen on the validation split, so ``data_kwargs``
+    needs ``val_per_class``), and after each ``ClassifierRetraining`` mode of ``stage2_modes`` (``name -> mode``,
+    trained ``stage2_epochs`` with its default recipe on ``stage2_sampler``). Returns ``{name: test metrics}``, names
+    prefixed with the stage-1 method's."""
+    from lt_lightning.methods import ClassifierRetraining  # the methods import this module's helpers in their tests
+
+    root = tempfile.mkdtemp(prefix="lt_stage2_")
+    data = {**data_kwargs, **stage1.data, "subset_seed": seed, "sampler_seed": seed}
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = LongTailDataModule(**data)
+    model, callbacks = stage1.build(dm.class_counts, dm.in_chans, max_epochs)
+    trainer = _quiet_trainer(root, max_epochs, callbacks, accelerator)
+    trainer.fit(model, datamodule=dm)
+    checkpoint = f"{root}/stage1.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    out = {stage1.name: _test_metrics(model, dm, root, accelerator)}
+    for name, make in posthoc.items():
+        out[f"{stage1.name} + {name}"] = _test_metrics(model, dm, root, accelerator, make())
+    balanced = LongTailDataModule(**{**data, "sampler": stage2_sampler, "rebalancing_sampler": None})
+    for name, mode in stage2_modes.items():
+        L.seed_everything(seed, workers=True, verbose=False)
+        stage2 = ClassifierRetraining(checkpoint, mode=mode, class_counts=balanced.class_counts)
+        _quiet_trainer(root, stage2_epochs, [], accelerator).fit(stage2, datamodule=balanced)
+        out[f"{stage1.name} + {name}"] = _test_metrics(stage2, balanced, root, accelerator)
+    return out
+
+
 def summarise(results: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
     """``{metric: (mean, sample std)}`` over seeds; NaN entries (an empty shot group) are skipped."""
     out = {}

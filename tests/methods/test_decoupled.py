@@ -241,3 +241,45 @@ def test_bad_input_is_refused_where_it_enters(checkpoints, tmp_path):
         match=r"does not hold the weights of lt_lightning.methods.BBN: \d+ missing keys \(e.g. 'rb_branch.*'\)",
     ):
         ClassifierRetraining(checkpoints["ce"], stage1_class="lt_lightning.methods.BBN")
+
+
+@pytest.mark.ddp
+def test_crt_under_two_process_ddp_keeps_the_stage1_model_frozen(checkpoints, tmp_path):
+    """Frozen parameters need no gradient sync (no unused-parameter error); the trained head comes back to the parent
+    (rank 0's weights) and the stage-1 model is untouched."""
+    torch.manual_seed(0)
+    model = ClassifierRetraining(str(checkpoints["ldam_drw"]), mode="marc", bn_mode="eval")
+    before = _stage1_state(model)
+    trainer = cpu_trainer(
+        tmp_path, devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=3, limit_val_batches=1
+    )
+    trainer.fit(model, datamodule=digits(sampler="class_aware_cycle"))
+    for key, value in model.stage1.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not torch.equal(model.backbone.head.omega, torch.ones(10))
+
+
+def test_the_readme_recipe_through_the_command_line(tmp_path, monkeypatch):
+    """Stage 1 with the CLI, stage 2 from its checkpoint with the CLI, then test from the stage-2 checkpoint alone."""
+    from lt_lightning.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.max_epochs=1"]
+    stage1 = build_cli(
+        ["fit", "--trainer.default_root_dir=runs/ce", *quiet, "--model.init_args.backbone_kwargs={width: 8}"]
+    )
+    ckpt = Path(stage1.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    stage2 = build_cli(
+        ["fit", "--model=ClassifierRetraining", f"--model.init_args.checkpoint={ckpt}", "--model.init_args.mode=lws"]
+        + ["--data.init_args.sampler=class_aware_cycle", "--trainer.default_root_dir=runs/lws", *quiet]
+    )
+    assert type(stage2.model) is ClassifierRetraining and stage2.model.hparams.stage1["class_path"].endswith(
+        "LongTailClassifier"
+    )
+    # The stage-1 model recorded its own arguments, not stage 2's (the CLI's given-hyper-parameters context).
+    assert stage2.model.stage1.hparams.backbone_kwargs == {"width": 8}
+    last = Path(stage2.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    ckpt.unlink()
+    tested = build_cli(["test", f"--ckpt_path={last}", "--trainer.default_root_dir=runs/test", *quiet])
+    expected = stage2.trainer.test(stage2.model, datamodule=stage2.datamodule, verbose=False)[0]["test/acc"]
+    assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(expected)
