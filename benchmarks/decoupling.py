@@ -34,7 +34,13 @@ POSTHOC = {
     "τ-norm (auto)": lambda: TauNormalization(tau="auto"),
     "post-hoc LA (auto)": lambda: PostHocLogitAdjustment(tau="auto"),
 }
-STAGE2 = {"cRT": "crt", "LWS": "lws", "MARC": "marc"}
+# Each stage-2 mode with the official BatchNorm handling (statistics re-estimated on the balanced stream) and with
+# stage 1's statistics kept (bn_mode="eval").
+STAGE2 = {
+    f"{name}{suffix}": {"mode": mode, "bn_mode": bn_mode}
+    for name, mode in (("cRT", "crt"), ("LWS", "lws"), ("MARC", "marc"))
+    for suffix, bn_mode in (("", "train"), (" (BN eval)", "eval"))
+}
 
 
 def main() -> None:

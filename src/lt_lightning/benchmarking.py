@@ -25,6 +25,7 @@ import torch
 
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.data import LongTailDataModule
+from lt_lightning.methods import ClassifierRetraining
 
 MethodFactory = Callable[[tuple[int, ...], int, int], tuple[L.LightningModule, list[L.Callback]]]
 # Trainer options of throw-away runs (benchmarks, tests): no logger, checkpoints, progress bar or model summary.
@@ -134,18 +135,16 @@ def run_second_stages(
     max_epochs: int,
     data_kwargs: dict[str, Any],
     posthoc: dict[str, Callable[[], L.Callback]],
-    stage2_modes: dict[str, str],
+    stage2: dict[str, dict[str, Any]],
     stage2_epochs: int = 10,
     stage2_sampler: str = "class_balanced",
     accelerator: str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """Train ``stage1`` once (seed = subset seed), keep its FINAL checkpoint, then test it alone, with each post-hoc
     callback of ``posthoc`` (``name -> factory``; ``auto`` τ is chosen on the validation split, so ``data_kwargs``
-    needs ``val_per_class``), and after each ``ClassifierRetraining`` mode of ``stage2_modes`` (``name -> mode``,
-    trained ``stage2_epochs`` with its default recipe on ``stage2_sampler``). Returns ``{name: test metrics}``, names
-    prefixed with the stage-1 method's."""
-    from lt_lightning.methods import ClassifierRetraining  # the methods import this module's helpers in their tests
-
+    needs ``val_per_class``), and after each ``ClassifierRetraining`` of ``stage2`` (``name -> its arguments``, e.g.
+    ``{"mode": "lws", "bn_mode": "eval"}``; trained ``stage2_epochs`` with its default recipe on ``stage2_sampler``).
+    Returns ``{name: test metrics}``, names prefixed with the stage-1 method's."""
     root = tempfile.mkdtemp(prefix="lt_stage2_")
     data = {**data_kwargs, **stage1.data, "subset_seed": seed, "sampler_seed": seed}
     L.seed_everything(seed, workers=True, verbose=False)
@@ -160,11 +159,11 @@ def run_second_stages(
     for name, make in posthoc.items():
         out[f"{stage1.name} + {name}"] = _test_metrics(model, dm, root, accelerator, make())
     balanced = LongTailDataModule(**{**data, "sampler": stage2_sampler, "rebalancing_sampler": None})
-    for name, mode in stage2_modes.items():
+    for name, kwargs in stage2.items():
         L.seed_everything(seed, workers=True, verbose=False)
-        stage2 = ClassifierRetraining(checkpoint, mode=mode, class_counts=balanced.class_counts)
-        _quiet_trainer(root, stage2_epochs, [], accelerator).fit(stage2, datamodule=balanced)
-        out[f"{stage1.name} + {name}"] = _test_metrics(stage2, balanced, root, accelerator)
+        model = ClassifierRetraining(checkpoint, class_counts=balanced.class_counts, **kwargs)
+        _quiet_trainer(root, stage2_epochs, [], accelerator).fit(model, datamodule=balanced)
+        out[f"{stage1.name} + {name}"] = _test_metrics(model, balanced, root, accelerator)
     return out
 
 
