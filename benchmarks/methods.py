@@ -68,7 +68,10 @@ def methods(backbone: str, lr_gamma: float = 0.01) -> dict[str, Method]:
     return {
         "CE": Method("CE", plain("ce")),
         "LDAM": Method("LDAM", plain("ldam")),
+        "CDT": Method("CDT", plain("cdt")),
         "CE-DRW": Method("CE-DRW", plain("ce", DeferredReweighting)),
+        "CDT-DRW": Method("CDT-DRW", plain("cdt", DeferredReweighting)),
+        "MM-DRW": Method("MM-DRW", plain("mm", DeferredReweighting)),
         "CE-DRS": Method("CE-DRS", plain("ce", DeferredResampling)),
         "LDAM-DRW": Method("LDAM-DRW", ldam_drw),
         "BBN": Method("BBN", bbn, data={"rebalancing_sampler": "reversed", "drop_last": True}),

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from lt_lightning.functional import losses as LF
-from lt_lightning.functional.losses import Reduction, check_reduction
+from lt_lightning.functional.losses import MMPositive, Reduction, check_mm_positive, check_reduction
 from lt_lightning.functional.weights import (
     check_class_counts,
     effective_number_weights,
@@ -47,12 +47,14 @@ from lt_lightning.functional.weights import (
 __all__ = [
     "LOSSES",
     "BalancedSoftmaxLoss",
+    "CDTLoss",
     "ClassBalancedFocalLoss",
     "ClassCountLoss",
     "CrossEntropyLoss",
     "FocalLoss",
     "LDAMLoss",
     "LogitAdjustedLoss",
+    "MMLoss",
     "SigmoidFocalLoss",
     "VSLoss",
     "create_loss",
@@ -410,6 +412,7 @@ class VSLoss(ClassCountLoss):
 
     scaling: Tensor
     offsets: Tensor
+    _gamma_usual: ClassVar[str] = "0.3 in the SAM-LT recipe"
 
     def __init__(
         self,
@@ -424,8 +427,8 @@ class VSLoss(ClassCountLoss):
         self.gamma = _check_non_negative("gamma", gamma)
         self.tau = _check_finite("tau", tau)
         # (n_j / n_max) ** gamma multiplies the tail logits: gamma = 1 at rho = 100 already divides them by 100.
-        warn_unusual("VSLoss", "gamma", self.gamma, 0, 1, "0.3 in the SAM-LT recipe")
-        warn_unusual("VSLoss", "tau", self.tau, 0, 10, "1.0 in the SAM-LT recipe")
+        warn_unusual(type(self).__name__, "gamma", self.gamma, 0, 1, self._gamma_usual)
+        warn_unusual(type(self).__name__, "tau", self.tau, 0, 10, "1.0 in the SAM-LT recipe")
         self.register_buffer("scaling", vs_scaling(class_counts, self.gamma))
         self.register_buffer("offsets", self.tau * log_priors(class_counts))
 
@@ -436,6 +439,143 @@ class VSLoss(ClassCountLoss):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gamma={self.gamma}, tau={self.tau}"
+
+
+class CDTLoss(VSLoss):
+    """Class-dependent temperatures (CDT; Ye et al., "Identifying and compensating for feature deviation in
+    imbalanced deep learning", arXiv 2001.01385; reference implementation BagofTricks-LT
+    ``lib/loss/loss_impl/class_dependent_temperatures_loss.py``).
+
+    Training loss ``CE(z_c / a_c, y, weight=w)`` with temperatures ``a_c = (n_max / n_c)^gamma``; the model
+    predicts with the raw logits. Since ``z_c / a_c = z_c (n_c / n_max)^gamma``, CDT **is** the VS loss with
+    ``tau = 0``: this class is :class:`VSLoss` with ``tau`` pinned to 0 (same buffers ``scaling`` and ``offsets``
+    (zeros), same function :func:`lt_lightning.functional.vs_loss`), under the paper's name. ``gamma = 0`` is plain
+    cross-entropy. DRW composes through :meth:`set_class_weight` (``DeferredReweighting``); note BagofTricks-LT's
+    own "CDT + DRW" config instead switches the temperatures on at the DRW epoch.
+
+    Args:
+        class_counts: training images per class.
+        gamma: temperature exponent, finite and >= 0 (0.2 in the BagofTricks-LT CIFAR configs; the paper searches
+            [0, 0.4] on CIFAR-10, [0, 0.2] on CIFAR-100 / Tiny-ImageNet, [0, 0.1] on iNaturalist).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = CDTLoss([16, 1], gamma=0.5)  # a = (1, 4): the tail logit is divided by 4
+        >>> loss.scaling.tolist(), loss.tau
+        ([1.0, 0.25], 0.0)
+    """
+
+    _gamma_usual: ClassVar[str] = (
+        "0.2 in the BagofTricks-LT configs; the paper searches 0-0.4 on CIFAR-10, 0-0.2 on CIFAR-100"
+    )
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        gamma: float = 0.2,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, gamma=gamma, tau=0.0, weight=weight, reduction=reduction)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, reduction={self.reduction!r}, gamma={self.gamma}"
+
+
+MM_VARIANTS = ("hmm", "hmm_ldam")
+
+
+class MMLoss(ClassCountLoss):
+    """Maximum-margin loss ("HMM" / "HMM-LDAM" in ``ihaeyong/Maximum-Margin-LDAM`` ``losses.py:48-126``).
+
+    LDAM's true-class margin made per sample: ``CE(s * (z - Delta_i onehot(y_i)), y, weight=w)`` where
+    ``Delta_i`` (no gradient) peaks for barely-correct (``e^{-gamma mbar}``) and barely-wrong (``e^{-mbar}``)
+    samples and decays with the gap ``|p_i - q_i|`` between the positive logit and the largest other logit; see
+    :func:`lt_lightning.functional.mm_margins` for the exact formulas. ``mbar`` is ``max_margin`` (``"hmm"``) or
+    ``max_margin - m_LDAM,y`` (``"hmm_ldam"``, buffer ``base_margins``), where ``m_LDAM`` is LDAM's
+    ``n^{-1/4}`` margin scaled to 0.5 at the rarest class whatever ``max_margin`` is (as the reference).
+
+    ``positive`` chooses ``p_i``: ``"code"`` (default, faithful to the reference whose numbers are published) takes
+    the logit in the column of the FIRST sample's label for every row (``losses.py:86``); ``"own"`` takes each
+    row's own target logit (the evident intent). In both, ``q_i`` is the row maximum with the own target entry
+    set to 0 (so ``q_i >= 0``), as the reference.
+
+    The reference trains it on a cosine ``NormedLinear`` head (``requires_normed_head``: ``head="auto"`` picks it)
+    and with DRW (effective-number weights, beta 0.9999, from epoch 160 of 200) through :meth:`set_class_weight`
+    (``DeferredReweighting``), like LDAM-DRW.
+
+    Args:
+        class_counts: training images per class.
+        scale: logit scale ``s > 0`` (30 in the reference's argparse; 19 / 26 in its CIFAR-100 HMM / HMM-LDAM runs).
+        max_margin: ``max_m``, finite and >= 0 (0.5 in the argparse; 1.29 in the CIFAR-100 script).
+        gamma: exponent factor for correctly classified samples, finite and >= 0 (10 in the argparse; 1.528 in the
+            CIFAR-100 script).
+        variant: ``"hmm"`` or ``"hmm_ldam"``.
+        positive: ``"code"`` or ``"own"`` (above).
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = MMLoss([16, 1], scale=1.0, max_margin=0.5, gamma=1.0, positive="own")
+        >>> loss.base_margins.tolist(), loss.requires_normed_head
+        ([0.5, 0.5], True)
+        >>> round(loss(torch.tensor([[0.1, 0.6]]), torch.tensor([0])).item(), 4)  # Delta = e^{-1}
+        1.2184
+        >>> MMLoss([16, 1], max_margin=0.5, variant="hmm_ldam").base_margins.tolist()  # 0.5 - (0.25, 0.5)
+        [0.25, 0.0]
+    """
+
+    requires_normed_head: ClassVar[bool] = True
+    base_margins: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        scale: float = 30.0,
+        max_margin: float = 0.5,
+        gamma: float = 10.0,
+        variant: str = "hmm",
+        positive: MMPositive = "code",
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight, reduction=reduction)
+        self.scale = _check_positive("scale", scale)
+        self.max_margin = _check_non_negative("max_margin", max_margin)
+        self.gamma = _check_non_negative("gamma", gamma)
+        if variant not in MM_VARIANTS:
+            raise ValueError(f"variant must be one of {list(MM_VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.positive = check_mm_positive(positive)
+        owner = type(self).__name__
+        warn_unusual(owner, "scale", self.scale, 1, 100, "30 in the reference argparse, 19-26 in its CIFAR-100 runs")
+        warn_unusual(owner, "max_margin", self.max_margin, 0, 2, "0.5 in the reference argparse, 1.29 for CIFAR-100")
+        warn_unusual(owner, "gamma", self.gamma, 0, 20, "10 in the reference argparse, 1.528 for CIFAR-100")
+        base = torch.full((self.num_classes,), self.max_margin, dtype=torch.float32)
+        if variant == "hmm_ldam":
+            base = base - ldam_margins(class_counts, 0.5)
+        self.register_buffer("base_margins", base)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.mm_loss(
+            logits,
+            target,
+            self.base_margins,
+            scale=self.scale,
+            gamma=self.gamma,
+            positive=self.positive,
+            weight=self.class_weight,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, scale={self.scale}, max_margin={self.max_margin}, gamma={self.gamma}, "
+            f"variant={self.variant!r}, positive={self.positive!r}"
+        )
 
 
 class LogitAdjustedLoss(ClassCountLoss):
@@ -507,6 +647,8 @@ LOSSES: dict[str, type[ClassCountLoss]] = {
     "cb_focal": ClassBalancedFocalLoss,
     "ldam": LDAMLoss,
     "vs": VSLoss,
+    "cdt": CDTLoss,
+    "mm": MMLoss,
     "logit_adjusted": LogitAdjustedLoss,
     "balanced_softmax": BalancedSoftmaxLoss,
 }

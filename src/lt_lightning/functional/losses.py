@@ -8,7 +8,7 @@ which is what per-sample re-weighting schemes such as ABSGD need.
 Two reductions coexist on purpose, each matching its reference code (METHODS §3):
 
 * softmax cross-entropy family (:func:`cross_entropy`, :func:`ldam_loss`, :func:`vs_loss`,
-  :func:`logit_adjusted_loss`): PyTorch's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``;
+  :func:`logit_adjusted_loss`, :func:`mm_loss`): PyTorch's weighted mean ``sum_i w_{y_i} l_i / sum_i w_{y_i}``;
 * focal losses (:func:`focal_loss`, :func:`sigmoid_focal_loss`): a plain mean over the ``N`` samples.
 
 Per-class tensors (``weight``, ``margins``, ``scaling``, ``offsets``, ``log_prior``) are cast to the logits'
@@ -33,12 +33,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "MMPositive",
     "Reduction",
+    "check_mm_positive",
     "check_reduction",
     "cross_entropy",
     "focal_loss",
     "ldam_loss",
     "logit_adjusted_loss",
+    "mm_loss",
+    "mm_margins",
     "sigmoid_bias_init",
     "sigmoid_focal_loss",
     "vs_loss",
@@ -46,6 +50,8 @@ __all__ = [
 
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
+MMPositive = Literal["code", "own"]
+_MM_POSITIVES = ("code", "own")
 
 
 def check_reduction(reduction: object) -> str:
@@ -354,3 +360,111 @@ def logit_adjusted_loss(
     log_prior = _class_vector("log_prior", log_prior, logits)
     weight = _class_vector("weight", weight, logits)
     return F.cross_entropy(logits + tau * log_prior, target, weight=weight, reduction=reduction)
+
+
+def check_mm_positive(positive: object) -> str:
+    """Raise ``ValueError`` unless ``positive`` is ``"code"`` or ``"own"`` (see :func:`mm_margins`)."""
+    if positive not in _MM_POSITIVES:
+        raise ValueError(f"positive must be one of {list(_MM_POSITIVES)}, got {positive!r}")
+    return positive  # type: ignore[return-value]
+
+
+def mm_margins(
+    logits: Tensor, target: Tensor, base_margins: Tensor, gamma: float = 10.0, positive: MMPositive = "code"
+) -> Tensor:
+    """Per-sample margins of the maximum-margin ("HMM") loss, ``ihaeyong/Maximum-Margin-LDAM`` ``losses.py:48-126``.
+
+    Computed without gradient (the reference runs them under ``no_grad`` and returns ``.data``). With ``z`` the
+    (cosine) logits, ``onehot`` the rows' own labels and ``mbar_i = base_margins[y_i]``::
+
+        p_i   = z[i, y_0]   (positive="code": the FIRST sample's label column, for every row, as the reference)
+              = z[i, y_i]   (positive="own": each row's own label, the evident intent)
+        q_i   = max_j z_ij (1 - onehot_ij)      (target entry zeroed, not excluded: q_i >= 0)
+        d_i   = p_i - q_i
+        Delta_i = exp(-d_i - gamma mbar_i)   if d_i > 0   (correct: at most e^{-gamma mbar}, decaying with d)
+                = exp( d_i - mbar_i)         if d_i < 0   (wrong: at most e^{-mbar}, decaying with |d|)
+                = 0                          if d_i = 0
+
+    ``"code"`` makes every row's margin depend on the first sample's label (and so on the batch order); it is the
+    default of :class:`~lt_lightning.losses.MMLoss` because the published numbers come from that code.
+
+    Args:
+        logits: ``(N, C)`` logits (cosine similarities in the reference setup).
+        target: ``(N,)`` long class indices.
+        base_margins: ``(C,)`` per-class ``mbar`` (HMM: all ``max_margin``; HMM-LDAM: ``max_margin - m_LDAM``).
+        gamma: finite, >= 0; scales ``mbar`` in the exponent for correctly classified samples.
+        positive: ``"code"`` or ``"own"`` (above).
+
+    Returns:
+        ``(N,)`` margins, detached, in the logits' (promoted) dtype.
+
+    Example:
+        >>> z = torch.tensor([[0.6, 0.1], [0.6, 0.1]]); y = torch.tensor([0, 1])
+        >>> [round(v, 4) for v in mm_margins(z, y, torch.full((2,), 0.5), gamma=1.0, positive="own").tolist()]
+        [0.3679, 0.3679]
+        >>> [round(v, 4) for v in mm_margins(z, y, torch.full((2,), 0.5), gamma=1.0, positive="code").tolist()]
+        [0.3679, 0.0]
+    """
+    logits = _check_inputs(logits, target, "none")
+    gamma = _check_real("gamma", gamma)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+    check_mm_positive(positive)
+    base = _class_vector("base_margins", base_margins, logits)
+    with torch.no_grad():
+        z = logits.detach()
+        onehot = torch.zeros_like(z).scatter_(1, target.unsqueeze(1), 1.0)
+        if positive == "code":
+            # index_select with a length-1 index: the first label's column, no host sync; empty for N = 0
+            p = z.index_select(1, target[:1]).squeeze(1) if z.shape[0] else z.new_zeros(0)
+        else:
+            p = z.gather(1, target.unsqueeze(1)).squeeze(1)
+        q = (z * (1.0 - onehot)).max(dim=1).values if z.shape[0] else z.new_zeros(0)
+        mbar = base[target]
+        d = p - q
+        correct = torch.exp(-d - gamma * mbar)
+        wrong = torch.exp(d - mbar)
+        return torch.where(d > 0, correct, torch.where(d < 0, wrong, torch.zeros_like(d)))
+
+
+def mm_loss(
+    logits: Tensor,
+    target: Tensor,
+    base_margins: Tensor,
+    scale: float = 30.0,
+    gamma: float = 10.0,
+    positive: MMPositive = "code",
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Maximum-margin loss (HMM / HMM-LDAM of ``ihaeyong/Maximum-Margin-LDAM``): LDAM with a per-sample margin.
+
+    ``CE(s * (z - Delta_i onehot(y_i)), y, weight=w)`` with ``Delta`` of :func:`mm_margins` (no gradient flows
+    through it), subtracted from each row's own target logit. PyTorch's weighted-mean reduction.
+
+    Args:
+        logits: ``(N, C)`` logits (cosine similarities in the reference setup).
+        target: ``(N,)`` long class indices.
+        base_margins: ``(C,)`` per-class ``mbar``.
+        scale: ``s > 0`` (30 in the reference's argparse).
+        gamma: finite, >= 0 (10 in the reference's argparse).
+        positive: ``"code"`` (reference) or ``"own"``, see :func:`mm_margins`.
+        weight: optional ``(C,)`` per-class weights (DRW).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A scalar, or ``(N,)`` per-sample losses for ``"none"``.
+
+    Example:
+        >>> z = torch.tensor([[0.1, 0.6]]); y = torch.tensor([0])  # wrong by 0.5: Delta = e^{-0.5-0.5}
+        >>> round(mm_loss(z, y, torch.full((2,), 0.5), scale=1.0, gamma=1.0).item(), 4)  # log(1 + e^{0.5+e^-1})
+        1.2184
+    """
+    logits = _check_inputs(logits, target, reduction)
+    scale = _check_real("scale", scale)
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    weight = _class_vector("weight", weight, logits)
+    delta = mm_margins(logits, target, base_margins, gamma=gamma, positive=positive)
+    true_margin = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), delta.unsqueeze(1))
+    return F.cross_entropy(scale * (logits - true_margin), target, weight=weight, reduction=reduction)
