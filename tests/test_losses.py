@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from lt_lightning.losses import (
     LOSSES,
     BalancedSoftmaxLoss,
+    CDTLoss,
     ClassBalancedFocalLoss,
     ClassCountLoss,
     CrossEntropyLoss,
     FocalLoss,
     LDAMLoss,
     LogitAdjustedLoss,
+    MMLoss,
     SigmoidFocalLoss,
     VSLoss,
     create_loss,
@@ -48,6 +50,8 @@ ALL_CLASSES = [
     VSLoss,
     LogitAdjustedLoss,
     BalancedSoftmaxLoss,
+    CDTLoss,
+    MMLoss,
 ]
 
 
@@ -136,7 +140,7 @@ def test_gradient_sign(cls):
 
 
 def test_head_flags():
-    assert [c for c in ALL_CLASSES if c.requires_normed_head] == [LDAMLoss]
+    assert [c for c in ALL_CLASSES if c.requires_normed_head] == [LDAMLoss, MMLoss]
     assert {c for c in ALL_CLASSES if c.sigmoid_bias_init} == {SigmoidFocalLoss, ClassBalancedFocalLoss}
 
 
@@ -266,6 +270,8 @@ def test_registry_names_and_create_loss():
         "vs",
         "logit_adjusted",
         "balanced_softmax",
+        "cdt",
+        "mm",
     }
     loss = create_loss("ldam", COUNTS, max_margin=0.3, scale=10.0)
     assert type(loss) is LDAMLoss and loss.max_margin == 0.3 and loss.scale == 10.0
