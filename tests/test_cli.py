@@ -133,6 +133,7 @@ def test_every_preset_is_covered():
         *(f"k49_{n}_lt_ce_drs_git.yaml" for n in ("bg", "dil")),
         *(f"{c}_lt_{m}_git.yaml" for c in ("cifar10", "cifar100") for m in ("ce_drs", "ldam_drw")),
         *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("crt", "lws", "marc")),
+        *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("cdt", "cdt_drw", "mm_drw")),
     } <= set(PRESETS)
 
 
