@@ -1,5 +1,6 @@
 """Callbacks that drop into any Lightning project."""
 
+from lt_lightning.callbacks.cmo import CMO
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
 from lt_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
@@ -8,6 +9,7 @@ from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.callbacks.predictions import PredictionWriter
 
 __all__ = [
+    "CMO",
     "DeferredResampling",
     "DeferredReweighting",
     "DivergenceError",

@@ -43,6 +43,7 @@ from lt_lightning.data.paired import PairedDataset, PairedSampler
 from lt_lightning.data.samplers import (
     SAMPLERS,
     ClassAwareCycleSampler,
+    InversePowerSampler,
     LongTailSampler,
     ProgressiveSampler,
     create_sampler,
@@ -107,6 +108,8 @@ class LongTailDataModule(L.LightningDataModule):
         sampler_seed: base seed of the sampler (epoch ``e`` draws with ``sampler_seed + e``).
         samples_per_class: ``k`` of ``class_aware_cycle`` (draws per visited class, the official
             ``num_samples_cls``; default 4), for ``sampler`` and ``rebalancing_sampler``; unused by other samplers.
+        sampler_alpha: ``alpha`` of ``inverse_power`` (per-sample weight ``n_y^-alpha``: CMO's foreground stream;
+            1, the default, is class-balanced), for ``sampler`` and ``rebalancing_sampler``; unused by other samplers.
         label_noise: fraction of training labels replaced by another class, uniformly and seeded by ``subset_seed``
             (noisy-label studies, e.g. ABSGD with lambda < 0). ``class_counts`` then counts the noisy labels, which
             are what the model and the losses see; validation and test labels stay clean.
@@ -154,6 +157,7 @@ class LongTailDataModule(L.LightningDataModule):
         sampler: str = "instance",
         sampler_seed: int = 0,
         samples_per_class: int = 4,
+        sampler_alpha: float = 1.0,
         rebalancing_sampler: str | None = None,
         drop_last: bool = False,
         label_noise: float = 0.0,
@@ -207,6 +211,8 @@ class LongTailDataModule(L.LightningDataModule):
         self.sampler_name = sampler
         self.sampler_seed = _check_int("sampler_seed", sampler_seed, 0)
         self.samples_per_class = _check_int("samples_per_class", samples_per_class, 1)
+        InversePowerSampler(np.zeros(1, dtype=np.int64), alpha=sampler_alpha)  # validates it, with its own message
+        self.sampler_alpha = float(sampler_alpha)
         if head_size is not None:
             _check_int("head_size", head_size, 1)
         if image_size is not None:
@@ -426,6 +432,8 @@ class LongTailDataModule(L.LightningDataModule):
                 kwargs["total_epochs"] = max(int(max_epochs) - 1, 1)
         if SAMPLERS.get(name) is ClassAwareCycleSampler:
             kwargs["samples_per_class"] = self.samples_per_class
+        if SAMPLERS.get(name) is InversePowerSampler:
+            kwargs["alpha"] = self.sampler_alpha
         seed = self.sampler_seed + seed_offset
         return create_sampler(name, self.train_targets, seed=seed, num_classes=self.num_classes, **kwargs)
 

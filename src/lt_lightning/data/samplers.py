@@ -14,6 +14,7 @@ name               q_c                                                 source
 ``square_root``    sqrt(n_c) / sum_k sqrt(n_k)                         Mahajan et al. 2018
 ``reversed``       (n_max / n_c) / sum_k (n_max / n_k)                 BBN re-balancing branch
 ``progressive``    (1 - t/T) n_c / N + (t/T) / C,  t = epoch           Kang et al. 2020
+``inverse_power``  n_c^(1 - alpha) / sum_k n_k^(1 - alpha)               CMO (per-sample weight n^-alpha)
 =================  ==================================================  ======================
 
 ``class_aware_cycle`` (:class:`ClassAwareCycleSampler`, the official classifier-balancing ``ClassAwareSampler``) is
@@ -178,6 +179,34 @@ class ReversedSampler(ClassAwareSampler):
             return self._normalise(np.where(counts > 0, counts.max() / counts, 0.0))
 
 
+class InversePowerSampler(ClassAwareSampler):
+    """Per-sample weight ``n_y^(-alpha)`` with replacement, i.e. ``q_c`` proportional to ``n_c^(1 - alpha)``: CMO's
+    foreground sampler (naver-ai/cmo ``imbalance_cifar.py``, a ``WeightedRandomSampler``). ``alpha = 1`` (CMO's
+    default) is ``class_balanced``, ``0.5`` is ``square_root``, ``0`` draws classes with their instance frequencies.
+
+    Args:
+        alpha: the exponent, a finite number >= 0.
+
+    Example:
+        >>> import numpy as np
+        >>> InversePowerSampler(np.array([0, 0, 0, 0, 1]), alpha=0.0).class_probabilities().tolist()
+        [0.8, 0.2]
+    """
+
+    def __init__(
+        self, targets, seed: int = 0, num_samples: int | None = None, num_classes: int | None = None, alpha: float = 1.0
+    ) -> None:
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"sampler_alpha must be a finite number >= 0 (1: class-balanced), got {alpha!r}")
+        super().__init__(targets, seed, num_samples, num_classes)
+        self.alpha = float(alpha)
+
+    def class_probabilities(self) -> np.ndarray:
+        counts = self.class_counts.double().numpy()
+        with np.errstate(divide="ignore"):
+            return self._normalise(np.where(counts > 0, counts ** (1.0 - self.alpha), 0.0))
+
+
 class ProgressiveSampler(ClassAwareSampler):
     """Progressively balanced: ``q_c(t) = (1 - t/T) n_c/N + (t/T)/C`` with ``t`` the epoch (clamped to ``T``).
 
@@ -280,6 +309,7 @@ SAMPLERS: dict[str, type[LongTailSampler]] = {
     "square_root": SquareRootSampler,
     "reversed": ReversedSampler,
     "progressive": ProgressiveSampler,
+    "inverse_power": InversePowerSampler,
 }
 
 

@@ -85,7 +85,7 @@ class ABSGD(LongTailClassifier):
     def training_loss(self, batch: Any) -> tuple[Tensor, Tensor, Tensor]:
         x, y = batch[0], batch[1]
         logits = self(x)
-        per_sample = self.criterion(logits, y)
+        per_sample = self.criterion_on(logits, y)  # the two-target loss per sample when CMO mixed the batch
         loss = self.attention(per_sample)
         weights = self.attention.last_weights
         stats = {

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from lt_lightning.callbacks.divergence import DivergenceGuard, check_checkpoint_finite, check_divergence_factor
 from lt_lightning.checkpoints import checkpoint_metadata
 from lt_lightning.functional.losses import sigmoid_bias_init
+from lt_lightning.functional.mixing import BatchMix, mixed_target_loss
 from lt_lightning.functional.weights import check_class_counts
 from lt_lightning.losses import LOSSES, ClassCountLoss, check_loss_config, create_loss, loss_from_config
 from lt_lightning.metrics import PerClassAccuracyMetric
@@ -114,6 +115,9 @@ class LongTailClassifier(L.LightningModule):
         # (see lt_lightning.schedules.training_horizon); None in a fresh run.
         self.schedule_horizon: int | None = None
 
+        # Set for one step by a batch-mixing callback (CMO): the batch's second targets and their weight.
+        self.batch_mix: BatchMix | None = None
+
         self.criterion = self.configure_loss()
         self.backbone = self.configure_backbone()
         self.val_metrics = PerClassAccuracyMetric(self.num_classes, self.class_counts)
@@ -174,7 +178,16 @@ class LongTailClassifier(L.LightningModule):
         """Loss on a training batch; returns ``(loss, logits, target)`` (logits and target feed the metrics)."""
         x, y = batch[0], batch[1]
         logits = self(x)
-        return self.criterion(logits, y), logits, y
+        return self.criterion_on(logits, y), logits, y
+
+    def criterion_on(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The loss against the batch's targets: ``criterion(logits, target)``, or while a batch-mixing callback (CMO)
+        has mixed this batch, ``lam * criterion(logits, target) + (1 - lam) * criterion(logits, second_target)``
+        (:attr:`batch_mix`). Methods call this rather than ``criterion`` so that every mixing composes with them."""
+        if self.batch_mix is None:
+            return self.criterion(logits, target)
+        mix = self.batch_mix
+        return mixed_target_loss(self.criterion, logits, target, mix.second_target, mix.lam)
 
     # ----------------------------------------------------------------- Lightning steps
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
