@@ -110,8 +110,8 @@ def test_bad_input(kwargs, match):
 def test_unknown_name_lists_accepted():
     with pytest.raises(
         ValueError,
-        match=r"sampler must be one of \['class_aware_cycle', 'class_balanced', 'instance', 'progressive', "
-        r"'reversed', 'square_root'\], got 'balanced'",
+        match=r"sampler must be one of \['class_aware_cycle', 'class_balanced', 'instance', 'inverse_power', "
+        r"'progressive', 'reversed', 'square_root'\], got 'balanced'",
     ):
         create_sampler("balanced", TARGETS)
     with pytest.raises(ValueError, match=r"total_epochs must be an integer >= 1, got 0"):
