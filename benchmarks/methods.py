@@ -20,7 +20,7 @@ from functools import partial
 import torch
 
 from lt_lightning.benchmarking import Method, compare, markdown_table, sgd_recipe
-from lt_lightning.callbacks import DeferredResampling, DeferredReweighting
+from lt_lightning.callbacks import CMO, DeferredResampling, DeferredReweighting
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 from lt_lightning.optim import WarmupMultiStepLR
 
@@ -70,6 +70,11 @@ def methods(backbone: str, lr_gamma: float = 0.01) -> dict[str, Method]:
         "LDAM": Method("LDAM", plain("ldam")),
         "CDT": Method("CDT", plain("cdt")),
         "CE-DRW": Method("CE-DRW", plain("ce", DeferredReweighting)),
+        # CMO's foregrounds: the second stream, per-sample weight n^-1 (class-balanced), the reference's default.
+        "CE+CMO": Method("CE+CMO", plain("ce", CMO), data={"rebalancing_sampler": "inverse_power"}),
+        "CE-DRW+CMO": Method(
+            "CE-DRW+CMO", plain("ce", DeferredReweighting, CMO), data={"rebalancing_sampler": "inverse_power"}
+        ),
         "CDT-DRW": Method("CDT-DRW", plain("cdt", DeferredReweighting)),
         "MM-DRW": Method("MM-DRW", plain("mm", DeferredReweighting)),
         "CE-DRS": Method("CE-DRS", plain("ce", DeferredResampling)),
