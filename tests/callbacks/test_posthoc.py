@@ -419,3 +419,61 @@ def test_end_to_end_on_digits(tmp_path, trained, cls):
     assert results["test/balanced_acc"] == pytest.approx(balanced_accuracy(logits, y), abs=1e-6)
     assert results["test/balanced_acc"] > 0.3  # a trained model, not chance
     assert results["test/acc"] == pytest.approx(float((logits.argmax(1) == y).float().mean()), abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- the README's CLI
+def test_cli_test_from_a_checkpoint_with_auto_tau(tmp_path):
+    from lt_lightning.cli import build_cli
+
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    fit = build_cli(["fit", f"--trainer.default_root_dir={tmp_path}", *quiet, "--trainer.max_epochs=1"])
+    checkpoint = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    cli = build_cli(
+        ["test", f"--ckpt_path={checkpoint}", f"--trainer.default_root_dir={tmp_path / 'test'}", *quiet]
+        + ["--trainer.callbacks+=lt_lightning.callbacks.PostHocLogitAdjustment", "--trainer.callbacks.tau=auto"]
+        + ["--data.init_args.val_per_class", "20"]
+    )
+    callback = next(cb for cb in cli.trainer.callbacks if isinstance(cb, PostHocLogitAdjustment))
+    assert callback.tau == "auto" and callback.best_tau in DEFAULT_TAU_GRID
+    assert len(cli.datamodule.val_set) == 200  # 20 per class, not the test set
+    assert cli.trainer.callback_metrics["test/logit_adjustment/best_tau"] == pytest.approx(callback.best_tau)
+    assert len(read_csv(Path(cli.trainer.log_dir) / "tau_sweep.csv")) == 21
+
+
+# ---------------------------------------------------------------------------------------------- when it applies
+class ValidationRecorder(LinearProbe):
+    """Records the validation predictions; trains with lr 0 (the weights never change)."""
+
+    def __init__(self, fail_in_test: bool = False):
+        super().__init__()
+        self.seen: list[list[int]] = []
+        self.fail_in_test = fail_in_test
+
+    def training_step(self, batch, batch_idx):
+        return self.head(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.seen.append(self.predict_logits(batch[0]).argmax(dim=1).tolist())
+
+    def test_step(self, batch, batch_idx):
+        assert "predict_logits" in vars(self)  # patched during the stage
+        if self.fail_in_test:
+            raise RuntimeError("boom")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_applies_in_validate_not_in_the_validation_inside_fit_and_restores_on_exceptions(tmp_path):
+    data = TensorDataset(torch.tensor([[1.0, 1.1]]), torch.tensor([1]))
+    module = ValidationRecorder()
+    trainer = cpu_trainer(tmp_path, callbacks=[TauNormalization(tau=1.0)], num_sanity_val_steps=0)
+    trainer.fit(module, DataLoader(data), DataLoader(data))
+    trainer.validate(module, DataLoader(data))
+    assert module.seen == [[0], [1]]  # fit's validation: the raw head; trainer.validate: τ = 1
+    assert "predict_logits" not in vars(module)
+
+    failing = ValidationRecorder(fail_in_test=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        cpu_trainer(tmp_path, callbacks=[PostHocLogitAdjustment(priors=[0.5, 0.5])]).test(failing, DataLoader(data))
+    assert "predict_logits" not in vars(failing)  # restored by on_exception
