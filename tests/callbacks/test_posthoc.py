@@ -477,3 +477,29 @@ def test_applies_in_validate_not_in_the_validation_inside_fit_and_restores_on_ex
     with pytest.raises(RuntimeError, match="boom"):
         cpu_trainer(tmp_path, callbacks=[PostHocLogitAdjustment(priors=[0.5, 0.5])]).test(failing, DataLoader(data))
     assert "predict_logits" not in vars(failing)  # restored by on_exception
+
+
+# ---------------------------------------------------------------------------------------------- lt_lightning methods
+@pytest.mark.parametrize("backbone", ["small_cnn", "bbn"])
+def test_tau_norm_on_lt_lightning_methods_uses_their_classifier_hooks(tmp_path, backbone):
+    from lt_lightning.methods import BBN
+
+    torch.manual_seed(0)
+    counts = (50, 20, 5)
+    model = (
+        BBN(counts, backbone="small_cnn", in_chans=1) if backbone == "bbn" else LongTailClassifier(counts, in_chans=1)
+    )
+    with torch.no_grad():  # a bias and uneven row norms, so that both matter
+        model.classifier_head().bias.copy_(torch.tensor([0.3, -0.2, 0.1]))
+        model.classifier_head().weight.mul_(torch.tensor([[3.0], [1.0], [0.2]]))
+    plain = torch.cat(cpu_trainer(tmp_path).predict(model, digit_images()))
+    same = TauNormalization(tau=0.0, keep_bias=True)  # τ = 0 with the bias: the model itself
+    assert torch.allclose(torch.cat(cpu_trainer(tmp_path, callbacks=[same]).predict(model, digit_images())), plain)
+
+    adjusted = torch.cat(cpu_trainer(tmp_path, callbacks=[TauNormalization(tau=1.0)]).predict(model, digit_images()))
+    model.eval()
+    with torch.no_grad():
+        x = next(iter(digit_images()))[0]
+        expected = tau_normalized_logits(model.classifier_features(x), model.classifier_head().weight, 1.0)
+    assert torch.allclose(adjusted, expected.softmax(dim=1), atol=1e-6)
+    assert not torch.allclose(adjusted, plain, atol=1e-3)
