@@ -333,6 +333,9 @@ class TauNormalization(_TauCallback):
         sweep_file: the CSV ``"auto"`` writes (one row per τ).
         output_dir: where it goes; default: the trainer's log directory.
 
+    Attributes: ``best_tau`` (the τ in use; kept in checkpoints) and ``sweep`` (the last ``"auto"`` table, one dict
+    per τ with the CSV's columns).
+
     For LDAM's cosine head (``NormedLinear``) the rows already have unit norm: τ-normalisation is the identity, the
     callback warns once and leaves the logits unchanged.
 
@@ -421,6 +424,8 @@ class PostHocLogitAdjustment(_TauCallback):
         sweep_file: the CSV ``"auto"`` writes (one row per τ).
         output_dir: where it goes; default: the trainer's log directory.
 
+    Attributes: ``best_tau``, ``sweep`` and ``priors`` (float64, sum 1; from the counts once a stage has started).
+
     Warns when the module's loss already puts the prior into training (logit-adjusted loss, balanced softmax):
     adjusting its logits again adjusts twice.
 
@@ -440,7 +445,8 @@ class PostHocLogitAdjustment(_TauCallback):
         output_dir: str | Path | None = None,
     ) -> None:
         super().__init__(tau, grid, sweep_file, output_dir)
-        self.priors: Tensor | None = None if priors == "train_counts" else check_priors(priors)
+        given = not (isinstance(priors, str) and priors == "train_counts")
+        self.priors: Tensor | None = check_priors(priors) if given else None
         self._given_priors = self.priors is not None
 
     def _prepare(self, trainer, pl_module) -> bool:
