@@ -6,6 +6,7 @@ from lt_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.per_class import PerClassAccuracy
+from lt_lightning.callbacks.posthoc import PostHocLogitAdjustment, TauNormalization
 from lt_lightning.callbacks.predictions import PredictionWriter
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "ExpectedKLDivergence",
     "GenerativeInvarianceTransfer",
     "PerClassAccuracy",
+    "PostHocLogitAdjustment",
     "PredictionWriter",
+    "TauNormalization",
 ]

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 PER_CLASS_COLUMNS = ("class", "name", "train_count", "shot", "support", "correct", "accuracy")
+TAU_SWEEP_COLUMNS = ("tau", "many", "medium", "few", "all")
 
 
 def _write_rows(path: Path, columns: Sequence[str], rows: Sequence[dict], numbers: dict[str, str]) -> None:
@@ -30,6 +31,11 @@ def _write_rows(path: Path, columns: Sequence[str], rows: Sequence[dict], number
 def write_per_class_csv(path: Path, rows: Sequence[dict]) -> None:
     """One row per class with :data:`PER_CLASS_COLUMNS`; accuracy is empty where the class had no support."""
     _write_rows(path, PER_CLASS_COLUMNS, rows, {"accuracy": ".6f"})
+
+
+def write_tau_sweep_csv(path: Path, rows: Sequence[dict]) -> None:
+    """One row per τ with :data:`TAU_SWEEP_COLUMNS` (balanced accuracies); empty where a shot group has no class."""
+    _write_rows(path, TAU_SWEEP_COLUMNS, rows, {"tau": "g", "many": ".6f", "medium": ".6f", "few": ".6f", "all": ".6f"})
 
 
 def per_class_figure(rows: Sequence[dict], title: str, many_threshold: int = 100, few_threshold: int = 20) -> Figure:
