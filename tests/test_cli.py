@@ -132,8 +132,13 @@ def test_every_preset_is_covered():
         "digits_rot_lt_ce_drs_git_oracle.yaml",
         *(f"k49_{n}_lt_ce_drs_git.yaml" for n in ("bg", "dil")),
         *(f"{c}_lt_{m}_git.yaml" for c in ("cifar10", "cifar100") for m in ("ce_drs", "ldam_drw")),
-        *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("crt", "lws", "marc")),
         *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("cdt", "cdt_drw", "mm_drw")),
+        *(f"{d}_ce_drw_cmo.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
+        *(
+            f"{d}_{m}.yaml"
+            for d in ("digits", "cifar10_lt", "cifar100_lt")
+            for m in ("crt", "lws", "marc", "tau_norm", "logit_adjustment")
+        ),
     } <= set(PRESETS)
 
 
@@ -159,6 +164,16 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
         generator = callback.get("init_args", {}).get("generator", "")
         if callback["class_path"].endswith("GenerativeInvarianceTransfer") and generator.endswith(".pt"):
             _write_tiny_generator(tmp_path / generator, data["dataset"])
+    if "model" not in config:  # a post-hoc preset (a callback applied at test): test a stage-1 checkpoint with it
+        stage1_preset = "digits_ce" if data["dataset"] == "digits" else f"{data['dataset']}_lt_ce"
+        ckpt = tmp_path / "runs" / stage1_preset / "lightning_logs/version_0/checkpoints/last.ckpt"
+        _write_stage1_checkpoint(ckpt, args)
+        cli = build_cli(["test", *args[1:], f"--ckpt_path={ckpt}"])
+        (callback,) = [
+            cb for cb in cli.trainer.callbacks if type(cb).__name__ in ("TauNormalization", "PostHocLogitAdjustment")
+        ]
+        assert callback.best_tau in callback.grid and "test/balanced_acc" in cli.trainer.callback_metrics
+        return
     stage1 = config["model"].get("init_args", {}).get("checkpoint")
     if stage1:  # a stage-2 preset: the stage-1 checkpoint its comment says how to make, untrained
         _write_stage1_checkpoint(tmp_path / stage1, args)

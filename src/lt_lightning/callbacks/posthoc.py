@@ -419,8 +419,8 @@ class PostHocLogitAdjustment(_TauCallback):
     Args:
         tau: a number >= 0, or ``"auto"``: chosen on the validation split over ``grid``.
         grid: the τ values ``"auto"`` tries, strictly increasing (default 0, 0.1, ..., 2).
-        priors: ``"train_counts"`` (the ``class_counts`` of the datamodule, else of the module), or the class
-            priors themselves (C numbers > 0, normalised to sum 1).
+        priors: ``"train_counts"`` (the ``class_counts`` the module was trained with, else the datamodule's), or
+            the class priors themselves (C numbers > 0, normalised to sum 1).
         sweep_file: the CSV ``"auto"`` writes (one row per τ).
         output_dir: where it goes; default: the trainer's log directory.
 
@@ -451,7 +451,7 @@ class PostHocLogitAdjustment(_TauCallback):
 
     def _prepare(self, trainer, pl_module) -> bool:
         if not self._given_priors:
-            counts = _class_counts(trainer, pl_module)
+            counts = _class_counts(trainer, pl_module, module_first=True)
             if counts is None:
                 raise ValueError(
                     "PostHocLogitAdjustment(priors='train_counts') needs class counts: give the datamodule or the "
@@ -515,8 +515,13 @@ def _sum_over_ranks(trainer: L.Trainer, pl_module: L.LightningModule, counts: Te
     return trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum").cpu()
 
 
-def _class_counts(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[int, ...] | None:
-    for source in (trainer.datamodule, pl_module):
+def _class_counts(
+    trainer: L.Trainer, pl_module: L.LightningModule, module_first: bool = False
+) -> tuple[int, ...] | None:
+    # The priors are the ones the model was TRAINED with (module first): a datamodule rebuilt for testing may differ,
+    # e.g. with a validation split carved out afterwards; shot groups follow the data being evaluated.
+    sources = (pl_module, trainer.datamodule) if module_first else (trainer.datamodule, pl_module)
+    for source in sources:
         counts = getattr(source, "class_counts", None) if source is not None else None
         if counts is not None:
             return tuple(int(c) for c in counts)
