@@ -4,14 +4,14 @@ It owns the backbone, the loss, the optimizer, the LR schedule, the metrics and 
 only what really differs, through two documented hooks:
 
 - :meth:`LongTailClassifier.training_loss` — the loss on a training batch (BBN mixes two streams, ABSGD re-weights
-  samples);
+  samples); it applies the loss through :meth:`criterion_on`, which trains on two targets while a batch-mixing
+  callback (CMO) has mixed the batch;
 - :meth:`LongTailClassifier.predict_logits` — the logits at inference (BBN weights its branches equally; post-hoc
   logit adjustment subtracts priors);
 
-and two that second-stage methods read, :meth:`classifier_features` / :meth:`classifier_head` (the inference
-logits are ``classifier_head()(classifier_features(x))``),
-
-and, for wholesale replacement, :meth:`configure_backbone` / :meth:`configure_loss`.
+two that second-stage and post-hoc methods read, :meth:`classifier_features` / :meth:`classifier_head` (the
+inference logits are ``classifier_head()(classifier_features(x))``), and, for wholesale replacement,
+:meth:`configure_backbone` / :meth:`configure_loss`.
 
 The default recipe is the CIFAR-LT one (METHODS.md §3.7): SGD momentum 0.9, weight decay 2e-4, lr 0.1, 5 warm-up
 epochs, x0.01 at 80 % and again at 90 % of ``max_epochs``.
