@@ -440,6 +440,22 @@ def test_cli_test_from_a_checkpoint_with_auto_tau(tmp_path):
     assert len(read_csv(Path(cli.trainer.log_dir) / "tau_sweep.csv")) == 21
 
 
+def test_cli_auto_without_a_validation_split_is_one_line(tmp_path, capsys):
+    from lt_lightning.cli import build_cli, main
+
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    fit = build_cli(["fit", f"--trainer.default_root_dir={tmp_path}", *quiet, "--trainer.max_epochs=1"])
+    checkpoint = Path(fit.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["test", f"--ckpt_path={checkpoint}", f"--trainer.default_root_dir={tmp_path / 'test'}", *quiet]
+            + ["--trainer.callbacks+=lt_lightning.callbacks.TauNormalization", "--trainer.callbacks.tau=auto"]
+        )
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "val_per_class" in err[0] and "Traceback" not in err[0], err
+
+
 # ---------------------------------------------------------------------------------------------- when it applies
 class ValidationRecorder(LinearProbe):
     """Records the validation predictions; trains with lr 0 (the weights never change)."""

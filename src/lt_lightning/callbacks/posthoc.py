@@ -60,6 +60,7 @@ from typing_extensions import override
 
 from lt_lightning.callbacks.plotting import write_tau_sweep_csv
 from lt_lightning.classifier_parts import classifier_parts, head_weight
+from lt_lightning.cli_errors import ConfigError
 from lt_lightning.functional.metrics import shot_accuracy, shot_groups
 from lt_lightning.functional.posthoc import (
     DEFAULT_TAU_GRID,
@@ -254,7 +255,8 @@ class _TauCallback(Callback):
             if self.best_tau is not None:
                 rank_zero_info(f"{type(self).__name__}: no validation split ({reason}); reusing tau={self.best_tau:g}")
                 return None
-            raise ValueError(NO_VALIDATION_SPLIT_HINT.format(reason=reason))
+            # A ConfigError (a ValueError): the console script prints it as one line, not a traceback.
+            raise ConfigError(NO_VALIDATION_SPLIT_HINT.format(reason=reason))
         cache, target = self._validation_cache(trainer, pl_module, loader)
         num_classes = self._num_classes()
         if cache is None:  # more ranks than validation samples: this rank adds nothing, but joins the reduce
