@@ -240,6 +240,9 @@ class ClassifierRetraining(LongTailClassifier):
     def setup(self, stage: str) -> None:
         if stage != "fit" or self._trainer is None:
             return
+        if self.hparams.bn_mode == "eval":
+            # The frozen stage-1 modules are in eval mode on purpose; Lightning would warn that they are.
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         sampler = getattr(self.trainer.datamodule, "sampler_name", None)
         if sampler == "instance":
             warnings.warn(
