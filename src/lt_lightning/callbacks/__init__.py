@@ -6,6 +6,7 @@ from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.callbacks.predictions import PredictionWriter
+from lt_lightning.callbacks.pure_noise import PureNoiseOversampling
 
 __all__ = [
     "DeferredResampling",
@@ -16,4 +17,5 @@ __all__ = [
     "GenerativeInvarianceTransfer",
     "PerClassAccuracy",
     "PredictionWriter",
+    "PureNoiseOversampling",
 ]
