@@ -219,10 +219,10 @@ class PureNoiseOversampling(Callback):
         self.start_epoch = self.resolve_start(trainer)
         active = trainer.current_epoch >= self.start_epoch
         self.noise_masks = None
-        replaced: Tensor | int = 0
+        replaced: Tensor | float = 0.0
         if active:
             self.noise_masks = self.replace(batch, step_seed(self.seed, trainer.global_step, trainer.global_rank))
-            replaced = sum((m.sum() for m in self.noise_masks if m is not None), start=replaced)
+            replaced = sum((m.sum(dtype=torch.float32) for m in self.noise_masks if m is not None), start=replaced)
             if self.dar_bn:
                 set_dar_bn_masks(*self.noise_masks)
                 self._routing = True
