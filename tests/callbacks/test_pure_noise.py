@@ -17,7 +17,7 @@ from lt_lightning.callbacks import DeferredResampling, PureNoiseOversampling
 from lt_lightning.callbacks.pure_noise import noise_probabilities, pure_noise
 from lt_lightning.data import LongTailDataModule
 from lt_lightning.methods import BBN, LongTailClassifier, SAMClassifier
-from lt_lightning.models.dar_bn import DARBatchNorm2d, has_dar_bn
+from lt_lightning.models.dar_bn import DARBatchNorm2d, _DARMixin, has_dar_bn
 from tests.helpers import cpu_trainer
 
 COUNTS = (1000, 500, 100, 10)
@@ -172,7 +172,10 @@ def test_default_start_is_the_deferred_resampling_switch_else_eighty_percent_of_
     ],
     ids=["ce", "sam", "bbn"],
 )
-def test_fast_dev_run_on_digits_with_every_kind_of_step(tmp_path, make, data):
+def test_fast_dev_run_on_digits_with_every_kind_of_step(tmp_path, make, data, monkeypatch):
+    routed = []  # the sizes of the noise parts the DAR-BN layers normalised by their own statistics
+    original = _DARMixin._noise_forward
+    monkeypatch.setattr(_DARMixin, "_noise_forward", lambda self, x: routed.append(len(x)) or original(self, x))
     dm = LongTailDataModule(**data)
     callback = PureNoiseOversampling(start_epoch=0, delta=1.0)
     trainer = L.Trainer(
@@ -190,6 +193,7 @@ def test_fast_dev_run_on_digits_with_every_kind_of_step(tmp_path, make, data):
     assert len(callback.noise_masks) == streams and all(m.any() for m in callback.noise_masks)  # BBN: both streams
     assert trainer.callback_metrics["open/noise"] == sum(int(m.sum()) for m in callback.noise_masks)
     assert has_dar_bn(model)
+    assert set(routed) == {int(m.sum()) for m in callback.noise_masks}  # every stream's noise went through DAR-BN
     # The converted model's checkpoint serves an unconverted one (predict / test).
     trainer.save_checkpoint(tmp_path / "open.ckpt")
     plain = type(model).load_from_checkpoint(tmp_path / "open.ckpt")
