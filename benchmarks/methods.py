@@ -20,7 +20,7 @@ from functools import partial
 import torch
 
 from lt_lightning.benchmarking import Method, compare, markdown_table, sgd_recipe
-from lt_lightning.callbacks import CMO, DeferredResampling, DeferredReweighting
+from lt_lightning.callbacks import CMO, DeferredResampling, DeferredReweighting, PureNoiseOversampling
 from lt_lightning.methods import ABSGD, BBN, LDAMDRW, LongTailClassifier, SAMClassifier
 from lt_lightning.optim import WarmupMultiStepLR
 
@@ -78,6 +78,8 @@ def methods(backbone: str, lr_gamma: float = 0.01) -> dict[str, Method]:
         "CDT-DRW": Method("CDT-DRW", plain("cdt", DeferredReweighting)),
         "MM-DRW": Method("MM-DRW", plain("mm", DeferredReweighting)),
         "CE-DRS": Method("CE-DRS", plain("ce", DeferredResampling)),
+        # OPeN: CE-DRS plus pure-noise replacement (delta 1/3) and DAR-BN from the same switch epoch
+        "OPeN": Method("OPeN", plain("ce", DeferredResampling, PureNoiseOversampling)),
         "LDAM-DRW": Method("LDAM-DRW", ldam_drw),
         "BBN": Method("BBN", bbn, data={"rebalancing_sampler": "reversed", "drop_last": True}),
         "BBN-generic": Method("BBN-generic", bbn_generic, data={"rebalancing_sampler": "reversed"}),

@@ -139,6 +139,7 @@ def test_every_preset_is_covered():
             for d in ("digits", "cifar10_lt", "cifar100_lt")
             for m in ("crt", "lws", "marc", "tau_norm", "logit_adjustment")
         ),
+        *(f"{d}_ce_open.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
     } <= set(PRESETS)
 
 

@@ -8,6 +8,7 @@ from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.callbacks.posthoc import PostHocLogitAdjustment, TauNormalization
 from lt_lightning.callbacks.predictions import PredictionWriter
+from lt_lightning.callbacks.pure_noise import PureNoiseOversampling
 
 __all__ = [
     "CMO",
@@ -20,5 +21,6 @@ __all__ = [
     "PerClassAccuracy",
     "PostHocLogitAdjustment",
     "PredictionWriter",
+    "PureNoiseOversampling",
     "TauNormalization",
 ]
