@@ -13,7 +13,7 @@ import yaml
 from lt_lightning.cli import build_cli, main, with_default_classes
 from lt_lightning.generators import MUNIT_CONFIGS, MUNITGenerator, save_generator
 from lt_lightning.methods import LongTailClassifier
-from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49
+from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49, write_npz
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -140,6 +140,7 @@ def test_every_preset_is_covered():
             for m in ("crt", "lws", "marc", "tau_norm", "logit_adjustment")
         ),
         *(f"{d}_ce_open.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
+        *(f"{d}_open_sampling.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
     } <= set(PRESETS)
 
 
@@ -159,6 +160,9 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     if data["dataset"] != "digits":
         _write_fake(data["dataset"], tmp_path / "data")
         args.append(f"--data.init_args.root={tmp_path / 'data'}")
+    if data.get("aux_dataset") == "npz":  # the user-supplied OOD pool (Open-Sampling): a tiny one, CIFAR-shaped
+        write_npz(tmp_path / "ood.npz", shape=(32, 32, 3), num_classes=1, n_per_class=8)
+        args.append(f"--data.init_args.aux_root={tmp_path / 'ood.npz'}")
     # Generator presets write, and GIT presets read, generators/<name>.pt relative to the working directory.
     monkeypatch.chdir(tmp_path)
     for callback in config["trainer"].get("callbacks") or []:

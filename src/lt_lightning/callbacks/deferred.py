@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from lt_lightning.data.auxiliary import AuxPairedSampler
 from lt_lightning.data.samplers import SAMPLERS, ClassAwareCycleSampler, LongTailSampler, create_sampler
 from lt_lightning.losses import warn_unusual
 from lt_lightning.schedules import (
@@ -205,6 +206,8 @@ def find_long_tail_sampler(loader) -> LongTailSampler | None:
         # DistributedSamplerWrapper keeps the user's sampler in a _DatasetSamplerWrapper held as `.dataset`.
         inner = getattr(getattr(candidate, "dataset", None), "_sampler", None)
         for sampler in (candidate, inner):
+            if isinstance(sampler, AuxPairedSampler):
+                sampler = sampler.first  # the ID stream of an (x, y, x_aux) loader
             if isinstance(sampler, LongTailSampler):
                 return sampler
     return None

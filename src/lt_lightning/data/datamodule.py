@@ -36,7 +36,17 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from lt_lightning.data.datasets import DATASETS, LabeledImages, load_dataset
+from lt_lightning.data.auxiliary import (
+    AUX_SEED_OFFSET,
+    DEFAULT_NOISE_SIZE,
+    NOISES,
+    AuxDataset,
+    AuxPairedSampler,
+    collate_aux,
+    synthetic_noise,
+)
+from lt_lightning.data.base import ArrayDataset
+from lt_lightning.data.datasets import DATASETS, LabeledImages, check_class_list, load_dataset, select_classes
 from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
 from lt_lightning.data.nuisance_lt import array_dataset, freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
@@ -135,6 +145,23 @@ class LongTailDataModule(L.LightningDataModule):
         image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
         train_transform: replaces the default training transform (receives a uint8 CHW tensor).
         eval_transform: replaces the default validation / test transform.
+        classes: keep only these labels of the pool (training, validation and test), relabelled 0..K-1 in ascending
+            order, before the profile is applied (open-set studies: ``[0, 1, 2, 3, 4, 5, 6]`` of digits). Default
+            None: every class. Names and normalisation of the pool are kept.
+        aux_dataset: an auxiliary, unlabelled image stream (Open-Sampling, :mod:`lt_lightning.data.auxiliary`):
+            training batches become ``(x, y, x_aux)``. A name of ``DATASETS`` (its training split; e.g. ``npz`` or
+            ``imagefolder`` with ``aux_root``) or synthetic noise ``gaussian``, ``rademacher``, ``blobs`` (seeded by
+            ``subset_seed``, of the training images' shape). When it is ``dataset`` itself at the same root, the
+            pool defaults to the classes NOT in ``classes`` (digits 0-6 in training, 7-9 as OOD). Aux images go
+            through ``train_transform`` (the ID normalisation); pools of varying image size are resized to the
+            training images' side. Needs images of the training images' shape (checked here). Not combinable with
+            ``rebalancing_sampler``. Under DDP the aux stream is sharded with the ID stream; the epoch is the ID
+            loader's and the aux pool cycles. Default None.
+        aux_root: where ``aux_dataset`` is read (a directory, or an ``.npz`` path); default ``root``.
+        aux_classes: labels of ``aux_dataset`` kept in the aux pool (default: all; see ``aux_dataset``).
+        aux_batch_size: aux images per training batch of ``batch_size`` ID images (Open-Sampling: 512 per 128);
+            default ``4 * batch_size``.
+        aux_size: images in a synthetic noise pool (default 10 000); only with a noise ``aux_dataset``.
     """
 
     def __init__(
@@ -167,6 +194,12 @@ class LongTailDataModule(L.LightningDataModule):
         image_size: int | None = None,
         train_transform: Callable | None = None,
         eval_transform: Callable | None = None,
+        classes: list[int] | None = None,
+        aux_dataset: str | None = None,
+        aux_root: str | Path | None = None,
+        aux_classes: list[int] | None = None,
+        aux_batch_size: int | None = None,
+        aux_size: int | None = None,
     ) -> None:
         super().__init__()
         # Validate names and numbers where they enter, before any file is read.
@@ -186,6 +219,7 @@ class LongTailDataModule(L.LightningDataModule):
                 f"rebalancing_sampler must be one of {sorted(SAMPLERS)} or None, got {rebalancing_sampler!r}"
             )
         self.rebalancing_sampler = rebalancing_sampler
+        self._check_aux_args(aux_dataset, aux_root, aux_classes, aux_batch_size, aux_size, rebalancing_sampler)
         if not isinstance(drop_last, bool):
             raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
         self.drop_last = drop_last
@@ -233,6 +267,9 @@ class LongTailDataModule(L.LightningDataModule):
         self.hparams["profile"] = profile
 
         base = load_dataset(dataset, root, download=download)
+        pool_classes = base.num_classes
+        if classes is not None:
+            base = select_classes(base, classes)
         available = _check_pool(dataset, root, base)
         if val_per_class >= available.min():
             raise ValueError(
@@ -295,7 +332,81 @@ class LongTailDataModule(L.LightningDataModule):
             if val_per_class
             else self.test_set
         )
+        self.aux_set: LabeledImages | None = None
+        self.aux_batch_size: int | None = None
+        if aux_dataset is not None:
+            self.aux_batch_size = 4 * self.batch_size if aux_batch_size is None else int(aux_batch_size)
+            self.aux_set = self._build_aux(
+                aux_dataset, root if aux_root is None else aux_root, root, classes, pool_classes, aux_classes, aux_size
+            )
         log.info(self.summary())
+
+    @staticmethod
+    def _check_aux_args(aux_dataset, aux_root, aux_classes, aux_batch_size, aux_size, rebalancing_sampler) -> None:
+        accepted = sorted([*DATASETS, *NOISES])
+        if aux_dataset is not None and aux_dataset not in accepted:
+            raise ValueError(f"aux_dataset must be one of {accepted} or None, got {aux_dataset!r}")
+        if aux_batch_size is not None:
+            _check_int("aux_batch_size", aux_batch_size, 1)
+        if aux_size is not None:
+            _check_int("aux_size", aux_size, 1)
+        if aux_dataset is None:
+            given = {"aux_root": aux_root, "aux_classes": aux_classes, "aux_batch_size": aux_batch_size}
+            given["aux_size"] = aux_size
+            for name, value in given.items():
+                if value is not None:
+                    raise ValueError(f"{name}={value!r} needs an aux_dataset (one of {accepted})")
+            return
+        if rebalancing_sampler is not None:
+            raise ValueError(
+                f"aux_dataset={aux_dataset!r} and rebalancing_sampler={rebalancing_sampler!r} cannot be combined: "
+                "training batches carry either a second ID stream (x, y, x_r, y_r) or an aux stream (x, y, x_aux)"
+            )
+        if aux_dataset in NOISES and (aux_classes is not None or aux_root is not None):
+            raise ValueError(f"aux_dataset={aux_dataset!r} is synthetic noise: it takes no aux_root or aux_classes")
+        if aux_size is not None and aux_dataset not in NOISES:
+            raise ValueError(f"aux_size={aux_size!r} sizes a synthetic pool ({list(NOISES)}), not {aux_dataset!r}")
+
+    def _build_aux(self, name, aux_root, root, classes, pool_classes, aux_classes, aux_size) -> LabeledImages:
+        """The aux pool with the training transform, its images checked against the training images' shape."""
+        id_raw = tuple(self.train_set.image(0).shape)  # (C, H, W) before the transform
+        # Without a side to resize to (``_side`` None) the training transform keeps the native size: the aux images
+        # must have it too (pools of varying size are resized to it).
+        native = self._side is None
+        transform = self.train_transform
+        if name in NOISES:
+            channels, height, width = id_raw
+            seed = self.hparams.subset_seed
+            images = synthetic_noise(name, aux_size or DEFAULT_NOISE_SIZE, (height, width, channels), seed)
+            pool: LabeledImages = ArrayDataset(images, np.zeros(len(images), dtype=np.int64))
+        else:
+            aux_base = load_dataset(name, aux_root, download=self.hparams.download)
+            same = name == self.hparams.dataset and Path(aux_root).expanduser() == Path(root).expanduser()
+            if aux_classes is None and same and classes is not None:
+                aux_classes = sorted(set(range(pool_classes)) - set(check_class_list(classes, pool_classes)))
+                if not aux_classes:
+                    raise ValueError(f"aux_dataset={name!r}: classes={classes!r} leaves no held-out class for the pool")
+            if aux_classes is not None:
+                aux_base = select_classes(aux_base, aux_classes, "aux_classes")
+            pool = aux_base.train
+            if aux_base.image_size is None and native:
+                transform = v2.Compose([v2.Resize(id_raw[1:], antialias=True), transform])
+        aux_raw = tuple(pool.image(0).shape)
+        pool = pool.subset(np.arange(len(pool)), transform=transform)
+        mismatch = aux_raw[0] != id_raw[0] or (native and transform is self.train_transform and aux_raw != id_raw)
+        if not mismatch:
+            try:
+                mismatch = tuple(pool[0][0].shape) != tuple(self.train_set[0][0].shape)
+            except (RuntimeError, ValueError, TypeError):
+                mismatch = True
+        if mismatch:
+            where = "" if name in NOISES or name == "digits" else f" at {str(aux_root)!r}"
+            raise ValueError(
+                f"aux_dataset={name!r}{where} has images of shape {aux_raw} (C, H, W), the training images "
+                f"{id_raw}: the aux pool needs the same channels and size"
+            )
+        self._aux_shape = tuple(pool[0][0].shape)
+        return pool
 
     def setup(self, stage: str) -> None:
         # Once per trainer.fit / validate / test (Lightning calls setup once per entry point), on rank 0 only, on
@@ -438,7 +549,12 @@ class LongTailDataModule(L.LightningDataModule):
         return create_sampler(name, self.train_targets, seed=seed, num_classes=self.num_classes, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        dataset, sampler = self.train_set, self.build_sampler()
+        dataset, sampler, collate = self.train_set, self.build_sampler(), None
+        if self.aux_set is not None:
+            aux_seed = self.sampler_seed + AUX_SEED_OFFSET
+            dataset = AuxDataset(self.train_set, self.aux_set, self._aux_shape)
+            sampler = AuxPairedSampler(sampler, len(self.aux_set), self.aux_batch_size, self.batch_size, aux_seed)
+            collate = collate_aux
         if self.rebalancing_sampler is not None:
             # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).
             second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
@@ -455,6 +571,7 @@ class LongTailDataModule(L.LightningDataModule):
             drop_last=self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
         )
 
     def _eval_loader(self, dataset: LabeledImages) -> DataLoader:

@@ -30,7 +30,17 @@ import numpy as np
 from lt_lightning.data import readers
 from lt_lightning.data.base import KEEP, ArrayDataset, BaseSplits, ImageFileDataset, LabeledImages, check_labels
 
-__all__ = ["DATASETS", "KEEP", "ArrayDataset", "BaseSplits", "ImageFileDataset", "LabeledImages", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "KEEP",
+    "ArrayDataset",
+    "BaseSplits",
+    "ImageFileDataset",
+    "LabeledImages",
+    "check_class_list",
+    "load_dataset",
+    "select_classes",
+]
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_PER_CLASS = 40
@@ -433,6 +443,43 @@ DATASETS: dict[str, Callable[..., BaseSplits]] = {
     "imagefolder": load_imagefolder,
     "npz": load_npz,
 }
+
+
+def select_classes(base: BaseSplits, classes: Sequence[int], name: str = "classes") -> BaseSplits:
+    """``base`` restricted to the labels ``classes`` (both splits), relabelled 0..K-1 in ascending label order.
+
+    Names, channels, mean / std (of the whole pool) and image size are kept. Open-set studies use it: the training
+    classes on one side (``LongTailDataModule(classes=...)``), the held-out ones as an auxiliary pool.
+
+    Example:
+        >>> sub = select_classes(load_dataset("digits"), [7, 9])
+        >>> sub.class_names, sorted(set(sub.train.targets.tolist())), len(sub.test)
+        (('7', '9'), [0, 1], 80)
+    """
+    labels = check_class_list(classes, base.num_classes, name)
+    remap = np.full(base.num_classes, -1, dtype=np.int64)
+    remap[labels] = np.arange(len(labels))
+
+    def take(split: LabeledImages) -> LabeledImages:
+        keep = np.flatnonzero(np.isin(split.targets, labels))
+        sub = split.subset(keep)
+        sub.targets = remap[sub.targets]
+        return sub
+
+    names = tuple(base.class_names[c] for c in labels)
+    return BaseSplits(take(base.train), take(base.test), names, base.channels, base.mean, base.std, base.image_size)
+
+
+def check_class_list(classes: Sequence[int], num_classes: int, name: str = "classes") -> list[int]:
+    """``classes`` as a sorted list of distinct labels in ``[0, num_classes)``; a ValueError naming ``name``."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or not len(classes):
+        raise ValueError(f"{name} must be a non-empty list of integer labels, got {classes!r}")
+    if any(isinstance(c, bool) or not isinstance(c, int | np.integer) for c in classes):
+        raise ValueError(f"{name} must hold integer labels, got {list(classes)!r}")
+    labels = sorted(int(c) for c in classes)
+    if len(set(labels)) != len(labels) or labels[0] < 0 or labels[-1] >= num_classes:
+        raise ValueError(f"{name} must be distinct labels in [0, {num_classes}), got {list(classes)!r}")
+    return labels
 
 
 def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> BaseSplits:

@@ -20,6 +20,12 @@ from lt_lightning.functional.munit import (
     munit_layer_norm,
     recon_l1,
 )
+from lt_lightning.functional.open_sampling import (
+    complementary_distribution,
+    complementary_weights,
+    open_sampling_ood_loss,
+    sample_complementary_labels,
+)
 from lt_lightning.functional.weights import (
     ClassCounts,
     check_class_counts,
@@ -41,6 +47,8 @@ __all__ = [
     "Reduction",
     "check_class_counts",
     "check_reduction",
+    "complementary_distribution",
+    "complementary_weights",
     "cross_entropy",
     "effective_number_weights",
     "focal_loss",
@@ -51,7 +59,9 @@ __all__ = [
     "logit_adjusted_loss",
     "mm_loss",
     "mm_margins",
+    "open_sampling_ood_loss",
     "reversed_probabilities",
+    "sample_complementary_labels",
     "sigmoid_bias_init",
     "sigmoid_focal_loss",
     "vs_loss",

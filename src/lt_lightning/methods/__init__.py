@@ -1,6 +1,6 @@
 """Long-tail methods as LightningModules: the ``LongTailClassifier`` base and its thin subclasses,
-``ClassifierRetraining`` (stage 2 of decoupled learning on any of them) and ``NuisanceMUNIT`` (GIT's nuisance
-generator)."""
+``ClassifierRetraining`` (stage 2 of decoupled learning on any of them), ``NuisanceMUNIT`` (GIT's nuisance
+generator) and ``OpenSampling`` (out-of-distribution images with complementary labels)."""
 
 from lt_lightning.methods.absgd import ABSGD
 from lt_lightning.methods.base import LongTailClassifier
@@ -8,6 +8,16 @@ from lt_lightning.methods.bbn import BBN
 from lt_lightning.methods.decoupled import ClassifierRetraining
 from lt_lightning.methods.drw import LDAMDRW
 from lt_lightning.methods.munit import NuisanceMUNIT
+from lt_lightning.methods.open_sampling import OpenSampling
 from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["ABSGD", "BBN", "ClassifierRetraining", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
+__all__ = [
+    "ABSGD",
+    "BBN",
+    "ClassifierRetraining",
+    "LDAMDRW",
+    "LongTailClassifier",
+    "NuisanceMUNIT",
+    "OpenSampling",
+    "SAMClassifier",
+]
