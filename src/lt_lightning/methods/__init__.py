@@ -5,9 +5,10 @@ generator)."""
 from lt_lightning.methods.absgd import ABSGD
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.methods.bbn import BBN
+from lt_lightning.methods.dbn_mix import DBNMix
 from lt_lightning.methods.decoupled import ClassifierRetraining
 from lt_lightning.methods.drw import LDAMDRW
 from lt_lightning.methods.munit import NuisanceMUNIT
 from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["ABSGD", "BBN", "ClassifierRetraining", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
+__all__ = ["ABSGD", "BBN", "ClassifierRetraining", "DBNMix", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
