@@ -247,21 +247,29 @@ class DBNMix(LongTailClassifier):
         trunk = self.trunk(x)
         return torch.cat([self.cb_features(trunk), self.rb_features(trunk)], 1)
 
-    def classifier_head(self) -> nn.Linear:
-        """A frozen ``nn.Linear(2D, C)`` equal to averaging the two heads: weight ``[W_cb, W_rb] / 2``, bias
-        ``(b_cb + b_rb) / 2``, so ``classifier_head()(classifier_features(x)) == forward(x)``. Built on each call from
-        the current heads (a read-only snapshot for stage-2 / post-hoc methods; it is not trained)."""
+    def averaged_head(self) -> tuple[Tensor, Tensor]:
+        """Weight ``[W_cb, W_rb] / 2`` (C, 2D) and bias ``(b_cb + b_rb) / 2`` of the one linear map over
+        ``concat(f_cb, f_rb)`` equal to averaging the two heads' logits; computed from the current heads."""
         cb, rb = self.backbone.head, self.rb_head
-        head = nn.Linear(2 * cb.in_features, self.num_classes, device=cb.weight.device, dtype=cb.weight.dtype)
+        return torch.cat([cb.weight, rb.weight], 1) / 2, (cb.bias + rb.bias) / 2
+
+    def classifier_head(self) -> nn.Linear:
+        """A frozen ``nn.Linear(2D, C)`` holding :meth:`averaged_head`: ``classifier_head()(classifier_features(x))``
+        is ``forward(x)`` bit for bit. Built on each call from the current heads (a read-only snapshot for stage-2
+        and post-hoc methods; it is not trained)."""
+        weight, bias = self.averaged_head()
+        head = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
-            head.weight.copy_(torch.cat([cb.weight, rb.weight], 1) / 2)
-            head.bias.copy_((cb.bias + rb.bias) / 2)
+            head.weight.copy_(weight)
+            head.bias.copy_(bias)
         return head.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Inference logits ``(z_cb(x) + z_rb(x)) / 2`` (the reference's ``validate``), no temperature."""
-        trunk = self.trunk(x)
-        return (self.backbone.head(self.cb_features(trunk)) + self.rb_head(self.rb_features(trunk))) / 2
+        """Inference logits ``(z_cb(x) + z_rb(x)) / 2`` (the reference's ``validate``), no temperature; computed as
+        the averaged head on ``concat(f_cb(x), f_rb(x))`` (the same up to float rounding, and exactly what
+        :meth:`classifier_head` gives stage-2 methods)."""
+        weight, bias = self.averaged_head()
+        return F.linear(self.classifier_features(x), weight, bias)
 
     # ----------------------------------------------------------------- mixup and loss
     def mixup_draw(self, batch_size: int) -> tuple[float, Tensor]:
