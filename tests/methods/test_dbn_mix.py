@@ -118,7 +118,9 @@ def test_bilateral_mixup_lam_at_least_half_and_inputs_sum_to_the_pair():
 
 
 # ----------------------------------------------------------------- the network and inference
-@pytest.mark.parametrize("backbone,cut", [("small_cnn", "last_block"), ("resnet20", "last_stage"), ("resnet20", "last_block")])
+@pytest.mark.parametrize(
+    "backbone,cut", [("small_cnn", "last_block"), ("resnet20", "last_stage"), ("resnet20", "last_block")]
+)
 def test_inference_is_the_mean_of_the_branches_and_the_classifier_split(backbone, cut):
     kwargs = {"backbone_kwargs": {"width": 8}} if backbone == "small_cnn" else {}
     model = DBNMix((50, 20, 5), backbone=backbone, in_chans=1, cut=cut, **kwargs).eval()

@@ -11,4 +11,13 @@ from lt_lightning.methods.drw import LDAMDRW
 from lt_lightning.methods.munit import NuisanceMUNIT
 from lt_lightning.methods.sam import SAMClassifier
 
-__all__ = ["ABSGD", "BBN", "ClassifierRetraining", "DBNMix", "LDAMDRW", "LongTailClassifier", "NuisanceMUNIT", "SAMClassifier"]
+__all__ = [
+    "ABSGD",
+    "BBN",
+    "ClassifierRetraining",
+    "DBNMix",
+    "LDAMDRW",
+    "LongTailClassifier",
+    "NuisanceMUNIT",
+    "SAMClassifier",
+]
