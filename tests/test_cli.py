@@ -134,6 +134,7 @@ def test_every_preset_is_covered():
         *(f"{c}_lt_{m}_git.yaml" for c in ("cifar10", "cifar100") for m in ("ce_drs", "ldam_drw")),
         *(f"{d}_{m}.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt") for m in ("cdt", "cdt_drw", "mm_drw")),
         *(f"{d}_ce_drw_cmo.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
+        *(f"{d}_dbn_mix.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
         *(
             f"{d}_{m}.yaml"
             for d in ("digits", "cifar10_lt", "cifar100_lt")

@@ -272,6 +272,7 @@ def test_registry_names_and_create_loss():
         "balanced_softmax",
         "cdt",
         "mm",
+        "class_temperature_mix",
     }
     loss = create_loss("ldam", COUNTS, max_margin=0.3, scale=10.0)
     assert type(loss) is LDAMLoss and loss.max_margin == 0.3 and loss.scale == 10.0

@@ -50,6 +50,7 @@ __all__ = [
     "CDTLoss",
     "ClassBalancedFocalLoss",
     "ClassCountLoss",
+    "ClassTemperatureMixLoss",
     "CrossEntropyLoss",
     "FocalLoss",
     "LDAMLoss",
@@ -640,6 +641,66 @@ class BalancedSoftmaxLoss(LogitAdjustedLoss):
         super().__init__(class_counts, tau=1.0, weight=weight, reduction=reduction)
 
 
+class ClassTemperatureMixLoss(ClassCountLoss):
+    """DBN-Mix's class-temperature loss on soft (mixup) targets (Baik, Yoon, Choi, Pattern Recognition 2024,
+    arXiv 2207.02173; soony1213/DBN-Mix ``losses.py``, ``MixLoss``).
+
+    ``p = softmax(z / tau)`` with the class temperatures ``tau_c = (max phi / phi_c)^(1/eta)``,
+    ``phi_c = epsilon C n_c / n_max + (1 - epsilon)`` (buffer ``temperatures``, 1 at the head and larger toward the
+    tail), and ``l_i = -sum_c w_c [t_ic log p_ic + (1 - t_ic) log(1 - p_ic)]``, plain mean over the batch; see
+    :func:`lt_lightning.functional.mix_soft_target_loss` (``log(1 - p)`` computed stably, where the reference's
+    ``torch.log(1 - pred)`` turns ``-inf``). The model predicts with the raw logits (no temperature at inference).
+
+    ``target`` is ``(N, C)`` soft targets (what :class:`~lt_lightning.methods.DBNMix` passes) or ``(N,)`` class
+    indices (one-hot encoded), so the loss also works for any single-stream method (``loss:
+    class_temperature_mix``). The per-class weights ``w`` are what :meth:`set_class_weight` sets: the reference's
+    ``--train-rule DRW`` (effective-number weights, beta 0.9999, normalised to sum C, from epoch 160 of 200) is
+    :class:`~lt_lightning.callbacks.DeferredReweighting` with its defaults.
+
+    Args:
+        class_counts: training images per class.
+        epsilon: in [0, 1]; 0.6 in the official CIFAR-10 and CIFAR-100 scripts.
+        eta: > 0; 3 for CIFAR-10 and 7 for CIFAR-100 in the official scripts.
+        weight: optional per-class weights (ones when ``None``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> loss = ClassTemperatureMixLoss([100, 10, 1], epsilon=0.6, eta=3.0)
+        >>> [round(t, 3) for t in loss.temperatures.tolist()]
+        [1.0, 1.56, 1.739]
+        >>> loss(torch.zeros(1, 3), torch.tensor([[0.7, 0.3, 0.0]])).shape
+        torch.Size([])
+    """
+
+    accepts_soft_targets: ClassVar[bool] = True
+
+    temperatures: Tensor
+
+    def __init__(
+        self,
+        class_counts: Sequence[int],
+        epsilon: float = 0.6,
+        eta: float = 3.0,
+        weight: ClassWeight = None,
+        *,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(class_counts, weight=weight, reduction=reduction)
+        if self.num_classes < 2:
+            raise ValueError(f"class_counts must hold at least 2 classes, got {self.num_classes}")
+        self.register_buffer("temperatures", LF.class_temperatures(class_counts, epsilon, eta))
+        self.epsilon = float(epsilon)
+        self.eta = float(eta)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return LF.mix_soft_target_loss(
+            logits, target, self.temperatures, weight=self.class_weight, reduction=self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, epsilon={self.epsilon}, eta={self.eta}"
+
+
 LOSSES: dict[str, type[ClassCountLoss]] = {
     "ce": CrossEntropyLoss,
     "focal": FocalLoss,
@@ -651,6 +712,7 @@ LOSSES: dict[str, type[ClassCountLoss]] = {
     "mm": MMLoss,
     "logit_adjusted": LogitAdjustedLoss,
     "balanced_softmax": BalancedSoftmaxLoss,
+    "class_temperature_mix": ClassTemperatureMixLoss,
 }
 
 

@@ -18,7 +18,7 @@ from lt_lightning.callbacks import CMO, DeferredReweighting
 from lt_lightning.data import LongTailDataModule
 from lt_lightning.data.samplers import InversePowerSampler
 from lt_lightning.functional.mixing import BatchMix, box_lambda, cutmix_box, paste_box, random_cutmix_box
-from lt_lightning.methods import ABSGD, BBN, LongTailClassifier
+from lt_lightning.methods import ABSGD, BBN, DBNMix, LongTailClassifier
 from tests.helpers import cpu_trainer
 
 SMALL = {"backbone": "small_cnn", "backbone_kwargs": {"width": 8}, "in_chans": 1}
@@ -205,6 +205,9 @@ def test_bad_input(tmp_path):
     bbn = BBN(paired().class_counts, **SMALL)
     with pytest.raises(TypeError, match="CMO cannot be combined with BBN"):
         cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[CMO()]).fit(bbn, datamodule=paired())
+    dbn_mix = DBNMix(paired().class_counts, **SMALL)
+    with pytest.raises(TypeError, match="CMO cannot be combined with BBN or DBN-Mix"):
+        cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[CMO()]).fit(dbn_mix, datamodule=paired())
 
 
 @pytest.mark.ddp

@@ -82,8 +82,9 @@ class CMO(Callback):
             )
         if hasattr(pl_module, "rb_branch"):
             raise TypeError(
-                "CMO cannot be combined with BBN: both read the second stream of the batch (BBN as its re-balancing "
-                "branch, CMO as foregrounds); use CMO with a single-stream method (CE, CE-DRW, LDAM-DRW, ...)"
+                "CMO cannot be combined with BBN or DBN-Mix: both read the second stream of the batch (as their "
+                "second branch's input, CMO as foregrounds); use CMO with a single-stream method (CE, CE-DRW, "
+                "LDAM-DRW, ...)"
             )
         datamodule = trainer.datamodule
         if datamodule is not None and getattr(datamodule, "rebalancing_sampler", "unknown") is None:

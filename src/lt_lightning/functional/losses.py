@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -37,10 +38,13 @@ __all__ = [
     "Reduction",
     "check_mm_positive",
     "check_reduction",
+    "class_temperatures",
     "cross_entropy",
     "focal_loss",
     "ldam_loss",
+    "log1m_softmax",
     "logit_adjusted_loss",
+    "mix_soft_target_loss",
     "mm_loss",
     "mm_margins",
     "sigmoid_bias_init",
@@ -468,3 +472,117 @@ def mm_loss(
     delta = mm_margins(logits, target, base_margins, gamma=gamma, positive=positive)
     true_margin = torch.zeros_like(logits).scatter_(1, target.unsqueeze(1), delta.unsqueeze(1))
     return F.cross_entropy(scale * (logits - true_margin), target, weight=weight, reduction=reduction)
+
+
+def class_temperatures(class_counts: Tensor | Sequence[int], epsilon: float = 0.6, eta: float = 3.0) -> Tensor:
+    """DBN-Mix's class-conditional temperatures (soony1213/DBN-Mix ``losses.py``, ``MixLoss``).
+
+    ``phi_c = epsilon * C * n_c / n_max + (1 - epsilon)`` and ``tau_c = (max_j phi_j / phi_c)^(1 / eta)``: the
+    most frequent class has ``tau = 1``, rarer classes larger temperatures (their logits are divided by ``tau_c``
+    in the training loss), equal counts give all ones, ``epsilon = 0`` gives all ones.
+
+    Args:
+        class_counts: training images per class (``C`` values >= 1).
+        epsilon: in [0, 1] (0.6 in the official CIFAR scripts).
+        eta: > 0 (3 for CIFAR-10, 7 for CIFAR-100 in the official scripts; 7 is its argparse default).
+
+    Returns:
+        A float32 ``(C,)`` tensor of temperatures >= 1.
+
+    Example:
+        >>> class_temperatures([100, 10, 1], epsilon=0.6, eta=3.0).tolist()  # doctest: +ELLIPSIS
+        [1.0, 1.559..., 1.739...]
+    """
+    epsilon = _check_real("epsilon", epsilon)
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
+    eta = _check_real("eta", eta)
+    if eta <= 0:
+        raise ValueError(f"eta must be > 0, got {eta!r}")
+    counts = torch.as_tensor(
+        class_counts.detach().cpu() if isinstance(class_counts, Tensor) else class_counts, dtype=torch.float64
+    )
+    if counts.ndim != 1 or counts.numel() == 0 or bool((counts <= 0).any()) or not bool(torch.isfinite(counts).all()):
+        raise ValueError(f"class_counts must be a non-empty sequence of counts > 0, got {counts.tolist()!r}")
+    phi = epsilon * counts.numel() * counts / counts.max() + (1.0 - epsilon)
+    return ((phi.max() / phi) ** (1.0 / eta)).float()
+
+
+def log1m_softmax(logits: Tensor) -> Tensor:
+    """``log(1 - softmax(z)_c)`` for every class, finite wherever the true value is (``(N, C)`` in and out).
+
+    The naive ``torch.log(1 - softmax(z))`` (the DBN-Mix reference) is ``-inf`` (and its gradient NaN) as soon as
+    one probability rounds to 1 in floating point. Here, per row, the class with the largest logit uses
+    ``logsumexp_{j != c} z_j - logsumexp_j z_j`` (exact, no cancellation) and every other class ``log1p(-p_c)``
+    with ``p_c <= 1/2`` (accurate). Needs ``C >= 2``.
+
+    Example:
+        >>> z = torch.tensor([[0.0, 0.0], [200.0, 0.0]])
+        >>> log1m_softmax(z).tolist()  # log(1/2), and log(1 - p) = -200 where the naive form gives -inf
+        [[-0.6931471824645996, -0.6931471824645996], [-200.0, -0.0]]
+    """
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (N, C) with C >= 2, got shape {tuple(logits.shape)}")
+    lse = torch.logsumexp(logits, dim=1, keepdim=True)
+    top = logits.argmax(dim=1, keepdim=True)
+    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top, True)
+    others = torch.logsumexp(logits.masked_fill(is_top, float("-inf")), dim=1, keepdim=True) - lse
+    # The top class is masked out of log1p's input so that its (unused) branch has neither -inf nor a NaN gradient.
+    p = torch.exp(logits - lse).masked_fill(is_top, 0.0)
+    return torch.where(is_top, others, torch.log1p(-p))
+
+
+def mix_soft_target_loss(
+    logits: Tensor,
+    soft_targets: Tensor,
+    temperatures: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """DBN-Mix's loss on (mixed) soft targets (soony1213/DBN-Mix ``losses.py``, ``MixLoss.forward``).
+
+    With ``p = softmax(z / tau)`` and per-class weights ``w`` (ones when ``None``)::
+
+        l_i = - sum_c [ t_ic w_c log p_ic + (1 - t_ic) w_c log(1 - p_ic) ]
+
+    and a plain mean over the ``N`` samples for ``"mean"`` (as the reference). ``log(1 - p)`` is computed stably
+    (:func:`log1m_softmax`) where the reference's ``torch.log(1 - pred)`` becomes ``-inf``: a fix of a numerical
+    failure, equal to the reference wherever that is finite. The loss is affine in ``t``, so on a mixed target
+    ``lam t1 + (1 - lam) t2`` it equals ``lam l(t1) + (1 - lam) l(t2)``.
+
+    Args:
+        logits: ``(N, C)`` unnormalised scores.
+        soft_targets: ``(N, C)`` target distributions (e.g. mixup's ``lam onehot(y1) + (1 - lam) onehot(y2)``), or
+            ``(N,)`` long class indices (one-hot encoded here).
+        temperatures: optional ``(C,)`` divisors of the logits (:func:`class_temperatures`); ``None`` is all ones.
+        weight: optional ``(C,)`` per-class weights (DRW).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0.0, -1.0]]); t = torch.tensor([[1.0, 0.0, 0.0]])
+        >>> p = z.softmax(1)[0]
+        >>> expected = -(p[0].log() + (1 - p[1]).log() + (1 - p[2]).log())
+        >>> bool(torch.isclose(mix_soft_target_loss(z, t), expected))
+        True
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim != 2:
+        raise TypeError(f"logits must be a floating-point tensor of shape (N, C), got {_describe(logits)}")
+    check_reduction(reduction)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    n, c = logits.shape
+    if isinstance(soft_targets, Tensor) and soft_targets.dtype == torch.long and soft_targets.shape == (n,):
+        soft_targets = F.one_hot(soft_targets, c)
+    if not isinstance(soft_targets, Tensor) or soft_targets.shape != (n, c):
+        raise ValueError(
+            f"soft_targets must be a (N, C) = ({n}, {c}) tensor of target distributions or (N,) long class "
+            f"indices, got {_describe(soft_targets)}"
+        )
+    t = soft_targets.to(dtype=logits.dtype)
+    temperatures = _class_vector("temperatures", temperatures, logits)
+    weight = _class_vector("weight", weight, logits)
+    z = logits if temperatures is None else logits / temperatures
+    terms = t * F.log_softmax(z, dim=1) + (1.0 - t) * log1m_softmax(z)
+    if weight is not None:
+        terms = terms * weight
+    return _reduce_plain(-terms.sum(dim=1), reduction)

@@ -5,6 +5,7 @@ generator) and ``OpenSampling`` (out-of-distribution images with complementary l
 from lt_lightning.methods.absgd import ABSGD
 from lt_lightning.methods.base import LongTailClassifier
 from lt_lightning.methods.bbn import BBN
+from lt_lightning.methods.dbn_mix import DBNMix
 from lt_lightning.methods.decoupled import ClassifierRetraining
 from lt_lightning.methods.drw import LDAMDRW
 from lt_lightning.methods.munit import NuisanceMUNIT
@@ -15,6 +16,7 @@ __all__ = [
     "ABSGD",
     "BBN",
     "ClassifierRetraining",
+    "DBNMix",
     "LDAMDRW",
     "LongTailClassifier",
     "NuisanceMUNIT",
