@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,13 @@ def import_module_class(class_path: str, argument: str = "module_class") -> type
 
 def build_module(class_path: str, hyper_parameters: dict[str, Any], argument: str = "module_class") -> Any:
     """A fresh ``class_path`` module from a checkpoint's ``hyper_parameters`` (keys starting with ``_``, which the
-    LightningCLI adds, are dropped). The weights are not loaded."""
+    LightningCLI adds, are dropped, and so are those the class's ``__init__`` does not take unless it has
+    ``**kwargs``: a subclass records its base class's arguments too). The weights are not loaded."""
     cls = import_module_class(class_path, argument)
     kwargs = {k: v for k, v in (hyper_parameters or {}).items() if not k.startswith("_")}
+    parameters = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
     # Built inside another module's LightningCLI instantiation (stage 2 loading stage 1), Lightning's
     # save_hyperparameters would record the OUTER module's arguments as this one's: clear that context meanwhile.
     token = _given_hyperparameters.set(None)
@@ -133,7 +138,8 @@ def load_trained_module(path: str | Path, module_class: str | None = None, argum
             f"{argument} {str(path)!r} is not an lt_lightning checkpoint (it records no module class): name its "
             "LightningModule class, e.g. stage1_class: my_package.models.MyModule"
         )
-    module = build_module(class_path, checkpoint.get("hyper_parameters") or {}, "stage1_class")
+    named = "stage1_class" if module_class else argument  # the error names what the user gave
+    module = build_module(class_path, checkpoint.get("hyper_parameters") or {}, named)
     try:
         missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
         problem = "; ".join(

@@ -258,3 +258,34 @@ def test_probabilities_match_the_reference_formula_on_cifar10_lt():
     counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     expected = (1 - np.asarray(counts) / 5000) / 3
     np.testing.assert_allclose(noise_probabilities(counts, 1 / 3), expected)
+
+
+def test_refuses_dbn_mix_and_open_sampling_routing(tmp_path):
+    from lt_lightning.methods import DBNMix, OpenSampling
+
+    dm = LongTailDataModule(**DIGITS, rebalancing_sampler="class_balanced")
+    dbn = DBNMix(dm.class_counts, backbone="small_cnn", in_chans=1)
+    with pytest.raises(TypeError, match="cannot be combined with DBN-Mix"):
+        cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[PureNoiseOversampling(start_epoch=0)]).fit(dbn, dm)
+    aux = LongTailDataModule(**DIGITS, classes=list(range(7)), aux_dataset="digits")
+    model = OpenSampling(aux.class_counts, backbone="small_cnn", in_chans=1)
+    with pytest.raises(ValueError, match=r"dar_bn=True\) cannot route Open-Sampling"):
+        cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[PureNoiseOversampling(start_epoch=0)]).fit(model, aux)
+
+
+def test_sam_second_pass_over_a_paired_batch_gets_the_first_streams_mask(tmp_path):
+    """SAM forwards only the first stream of a paired batch, twice: DAR-BN must route both passes with its mask."""
+    seen = []
+
+    class Spy(SAMClassifier):
+        def training_loss(self, batch):
+            from lt_lightning.models import dar_bn
+
+            routing = dar_bn._ROUTING.get()
+            seen.append(None if routing is None else len(routing.streams))
+            return super().training_loss(batch)
+
+    dm = LongTailDataModule(**DIGITS, rebalancing_sampler="class_balanced")
+    model = Spy(dm.class_counts, backbone="small_cnn", in_chans=1)
+    cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[PureNoiseOversampling(start_epoch=0)]).fit(model, dm)
+    assert seen == [1, 1]  # two passes of one step, both routed with the first stream's mask only

@@ -199,3 +199,20 @@ def test_bad_aux_arguments_fail_in_one_line(tmp_path):
         aux_dataset="npz",
         aux_root=tmp_path / "big.npz",
     )
+
+
+@pytest.mark.parametrize(
+    ("world_size", "batch_size", "aux_batch_size"), [(2, 4, 2), (2, 128, 64), (4, 8, 20), (3, 5, 7)]
+)
+def test_every_rank_batch_holds_exactly_the_aux_batch_size_when_not_a_multiple(world_size, batch_size, aux_batch_size):
+    """A not a multiple of B: the counts follow each item's position in its RANK's batch (world_size given), so a full
+    batch of every rank carries exactly A aux images (with the global position rank 0 could get 0 and rank 1 2A)."""
+    targets = np.arange(world_size * batch_size * 3) % 5
+    sampler = AuxPairedSampler(
+        ClassBalancedSampler(targets, seed=1), 50, aux_batch_size, batch_size, seed=3, world_size=world_size
+    )
+    for rank in range(world_size):
+        wrapper = DistributedSamplerWrapper(sampler, num_replicas=world_size, rank=rank, shuffle=False)
+        shard = list(wrapper)
+        per_batch = [sum(len(b) for _, b in shard[k : k + batch_size]) for k in range(0, len(shard), batch_size)]
+        assert per_batch == [aux_batch_size] * 3, (rank, per_batch)

@@ -283,3 +283,32 @@ def test_the_readme_recipe_through_the_command_line(tmp_path, monkeypatch):
     tested = build_cli(["test", f"--ckpt_path={last}", "--trainer.default_root_dir=runs/test", *quiet])
     expected = stage2.trainer.test(stage2.model, datamodule=stage2.datamodule, verbose=False)[0]["test/acc"]
     assert tested.trainer.callback_metrics["test/acc"].item() == pytest.approx(expected)
+
+
+def test_stage2_on_a_stage2_checkpoint(checkpoints, tmp_path):
+    """MARC on top of a cRT model: a ClassifierRetraining checkpoint is a stage-1 model like any other (its
+    hyper-parameters hold base-class arguments its __init__ does not take; they are dropped when it is rebuilt)."""
+    crt = ClassifierRetraining(checkpoints["ce"], mode="crt")
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(crt, datamodule=digits(sampler="class_balanced"))
+    trainer.save_checkpoint(tmp_path / "crt.ckpt")
+    marc = ClassifierRetraining(tmp_path / "crt.ckpt", mode="marc").eval()
+    x = inputs()
+    with torch.no_grad():
+        assert torch.equal(marc.predict_logits(x), crt.eval().predict_logits(x))
+    assert type(marc.stage1) is ClassifierRetraining and marc.num_trainable_parameters() == 20
+
+
+def test_post_hoc_callbacks_on_stage2_models(checkpoints, tmp_path):
+    """τ-norm needs a W f + b head: LWS / MARC heads are refused when the stage starts; logit adjustment on a stage-2
+    model (re-trained on a balanced stream) warns that it may adjust twice."""
+    from lt_lightning.callbacks import PostHocLogitAdjustment, TauNormalization
+
+    lws = ClassifierRetraining(checkpoints["ce"], mode="lws")
+    with pytest.raises(TypeError, match="LearnableWeightScaling; this method needs a linear head"):
+        cpu_trainer(tmp_path, callbacks=[TauNormalization(tau=1.0)]).test(lws, datamodule=digits())
+    crt = ClassifierRetraining(checkpoints["ce"], mode="crt")
+    with pytest.warns(UserWarning, match="may adjust twice"):
+        cpu_trainer(tmp_path, callbacks=[PostHocLogitAdjustment(tau=1.0)], limit_test_batches=1).test(
+            crt, datamodule=digits()
+        )

@@ -12,7 +12,8 @@ backgrounds, λ re-computed from the clipped box, and the module trains on ``λ 
 The batch is changed in place before the step and the second targets are handed to the module as
 :attr:`LongTailClassifier.batch_mix`, which its ``criterion_on`` reads, so CMO composes with every loss (CE, CE-DRW,
 LDAM-DRW, balanced softmax, ...), with SAM (both passes see the same mixed batch) and with ABSGD (the two-target loss
-per sample). The box is drawn from a generator seeded by ``(seed, global step)``: every DDP rank pastes the same box
+per sample). The box is drawn from a generator seeded by ``(seed, global step)`` (and the micro-batch under gradient
+accumulation): every DDP rank pastes the same box
 (as one process would), and a resumed run replays the same boxes. BBN, which reads the second stream as its
 re-balancing branch, is refused.
 
@@ -105,7 +106,10 @@ class CMO(Callback):
             )
         x, _, x_fg, y_fg = batch[:4]
         # The reference draws r ~ U(0, 1), then lambda and the box; one generator per step, without the rank.
-        generator = torch.Generator().manual_seed(self._step_seed(trainer.global_step))
+        # One draw per micro-batch: with gradient accumulation the global step repeats, the micro-batch does not.
+        accumulate = max(int(trainer.accumulate_grad_batches), 1)
+        micro_step = trainer.global_step * accumulate + batch_idx % accumulate
+        generator = torch.Generator().manual_seed(self._step_seed(micro_step))
         if float(torch.rand((), generator=generator, dtype=torch.float64)) >= self.prob:
             return
         box, lam = random_cutmix_box(x.shape[-2], x.shape[-1], generator)

@@ -24,7 +24,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from lt_lightning.data.auxiliary import AuxPairedSampler
-from lt_lightning.data.samplers import SAMPLERS, ClassAwareCycleSampler, LongTailSampler, create_sampler
+from lt_lightning.data.samplers import (
+    SAMPLERS,
+    ClassAwareCycleSampler,
+    InversePowerSampler,
+    LongTailSampler,
+    create_sampler,
+)
 from lt_lightning.losses import warn_unusual
 from lt_lightning.schedules import (
     check_stages,
@@ -272,6 +278,9 @@ class DeferredResampling(_HorizonState, Callback):
         kwargs = {}
         if SAMPLERS[self.sampler] is ClassAwareCycleSampler:
             kwargs["samples_per_class"] = self.samples_per_class
+        if SAMPLERS[self.sampler] is InversePowerSampler:
+            # The datamodule's alpha (CMO's n^-alpha), as its own samplers use it.
+            kwargs["alpha"] = float(getattr(trainer.datamodule, "sampler_alpha", 1.0))
         later = create_sampler(
             self.sampler,
             base.targets,

@@ -280,13 +280,16 @@ class _TauCallback(Callback):
     def _validation_cache(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: DataLoader):
         """This rank's shard of the validation split through :meth:`_cache_batch`, in eval mode, without gradients
         (the module's previous mode is restored)."""
+        batch_size = loader.batch_size
+        if batch_size is None:  # a loader built on a batch_sampler: use the size of its batches
+            batch_size = len(next(iter(loader.batch_sampler), [None]))
         shard = DataLoader(
             loader.dataset,
-            batch_size=loader.batch_size or 1,
+            batch_size=max(int(batch_size), 1),
             # Each rank takes every world_size-th index without padding: the summed counts are exact.
             sampler=list(range(trainer.global_rank, len(loader.dataset), trainer.world_size)),
             collate_fn=loader.collate_fn,
-            num_workers=0,
+            num_workers=loader.num_workers,
         )
         was_training = pl_module.training
         pl_module.eval()
@@ -374,6 +377,7 @@ class TauNormalization(_TauCallback):
                 )
                 self._warned_cosine = True
             return False
+        head_weight(parts.head)  # a head whose logits are not W f + b (LWS, MARC) is refused now, not mid-stage
         self._features = parts.features
         self._head = parts.head
         # The module's own hooks give the features directly; a foreign model's come from running it (see _adjusted).
@@ -464,6 +468,12 @@ class PostHocLogitAdjustment(_TauCallback):
             rank_zero_warn(
                 "PostHocLogitAdjustment: the module's loss already adjusts for the class prior (logit-adjusted loss / "
                 "balanced softmax); adjusting its logits post hoc as well is adjusting twice"
+            )
+        if type(pl_module).__name__ == "ClassifierRetraining" and not self._given_priors:
+            rank_zero_warn(
+                "PostHocLogitAdjustment on a ClassifierRetraining model: its last layer was re-trained on the stage-2 "
+                "stream (class-balanced by the recipes), so subtracting the long-tailed training prior may adjust "
+                "twice; compare with tau=0 (tau='auto' includes it) or pass the stage-2 stream's priors"
             )
         # The unadjusted logits, for the sweep: the module's inference function before the patch.
         self._raw = pl_module.predict_logits if callable(getattr(pl_module, "predict_logits", None)) else pl_module

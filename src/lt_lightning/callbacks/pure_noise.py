@@ -187,6 +187,16 @@ class PureNoiseOversampling(Callback):
         self._probability = torch.as_tensor(
             noise_probabilities(counts, self.delta), dtype=torch.float32, device=pl_module.device
         )
+        if hasattr(pl_module, "rb_head"):
+            raise TypeError(
+                "PureNoiseOversampling cannot be combined with DBN-Mix: DBN-Mix forwards mixtures of the two streams, "
+                "so no sample is purely natural or purely noise; use it with CE, CE-DRS, LDAM-DRW, SAM or BBN"
+            )
+        if self.dar_bn and getattr(trainer.datamodule, "aux_set", None) is not None:
+            raise ValueError(
+                "PureNoiseOversampling(dar_bn=True) cannot route Open-Sampling's joint forward (ID + auxiliary images "
+                "in one batch); set dar_bn=False or drop aux_dataset"
+            )
         if self.dar_bn:
             convert_dar_bn(pl_module)
 
@@ -221,10 +231,16 @@ class PureNoiseOversampling(Callback):
         self.noise_masks = None
         replaced: Tensor | float = 0.0
         if active:
-            self.noise_masks = self.replace(batch, step_seed(self.seed, trainer.global_step, trainer.global_rank))
+            # One draw per micro-batch: with gradient accumulation the global step repeats, the micro-batch does not.
+            accumulate = max(int(trainer.accumulate_grad_batches), 1)
+            micro_step = trainer.global_step * accumulate + batch_idx % accumulate
+            self.noise_masks = self.replace(batch, step_seed(self.seed, micro_step, trainer.global_rank))
             replaced = sum((m.sum(dtype=torch.float32) for m in self.noise_masks if m is not None), start=replaced)
             if self.dar_bn:
-                set_dar_bn_masks(*self.noise_masks)
+                # Only BBN forwards every stream of a paired batch; any other method forwards the first one, and a
+                # second pass over it (SAM) must get the first mask again, not the next stream's.
+                forwarded = self.noise_masks if hasattr(pl_module, "rb_branch") else self.noise_masks[:1]
+                set_dar_bn_masks(*forwarded)
                 self._routing = True
         pl_module.log("open/active", float(active), on_step=False, on_epoch=True)
         pl_module.log("open/noise", replaced, on_step=False, on_epoch=True, reduce_fx="sum")
@@ -285,17 +301,6 @@ class PureNoiseOversampling(Callback):
     def noise_mask(self) -> Tensor | None:
         """The first stream's noise mask of the current batch (None before ``start_epoch``)."""
         return None if not self.noise_masks else self.noise_masks[0]
-
-    # ------------------------------------------------------------------ checkpointing
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "delta": self.delta,
-            "start_epoch": self.start_epoch,
-            "noise_space": self.noise_space,
-            "dar_bn": self.dar_bn,
-            "seed": self.seed,
-        }
 
 
 def _is_pair(x: Any, y: Any) -> bool:

@@ -15,8 +15,9 @@ so every full batch of one process holds exactly ``A`` aux images. The aux indic
 seeded permutations of the pool (``torch.Generator().manual_seed(seed + e)``), cycled as often as the epoch needs.
 
 Under DDP, Lightning's ``DistributedSamplerWrapper`` shards the list of ``(i, block)`` items like any sampler's
-output, so the concatenated rank shards are the single-process draw and no aux image is used twice in a step. Each
-rank's batch then holds about ``A`` aux images (exactly ``A`` when ``A`` is a multiple of ``B``).
+output, so the concatenated rank shards are the global draw and no aux image is used twice in a step. The aux
+counts follow each item's position in its rank's batch, so every rank's full batch holds exactly ``A`` aux
+images (the datamodule passes the trainer's world size).
 
 Deliberate difference from the reference (``alg/oe.py``: ``zip(train_loader, train_loader_out)``, so the epoch is
 as long as the SHORTER loader): here the epoch is the ID loader's and the aux pool cycles. With the reference's pool
@@ -87,15 +88,19 @@ def synthetic_noise(kind: str, n: int, shape: tuple[int, int, int], seed: int) -
     return np.rint(values * 255).astype(np.uint8)
 
 
-def aux_counts(num_items: int, batch_size: int, aux_batch_size: int) -> np.ndarray:
+def aux_counts(num_items: int, batch_size: int, aux_batch_size: int, world_size: int = 1) -> np.ndarray:
     """Aux images carried by each of ``num_items`` epoch items: a full batch of ``batch_size`` items carries exactly
-    ``aux_batch_size``, spread as evenly as integers allow.
+    ``aux_batch_size``, spread as evenly as integers allow. Under DDP item ``p`` goes to rank ``p mod W`` at local
+    position ``p // W`` (Lightning's ``DistributedSamplerWrapper``), so the spread follows that local position and
+    every rank's full batch carries exactly ``aux_batch_size``.
 
     Example:
         >>> aux_counts(5, 2, 3).tolist()
         [1, 2, 1, 2, 1]
+        >>> aux_counts(8, 2, 1, world_size=2).tolist()   # rank 0 gets items 0, 2, 4, 6: counts 0, 1, 0, 1
+        [0, 0, 1, 1, 0, 0, 1, 1]
     """
-    q = np.arange(num_items) % batch_size
+    q = (np.arange(num_items) // world_size) % batch_size
     return (q + 1) * aux_batch_size // batch_size - q * aux_batch_size // batch_size
 
 
@@ -109,17 +114,31 @@ class AuxPairedSampler(Sampler[tuple[int, tuple[int, ...]]]):
         aux_batch_size: aux images per (full) batch of ``batch_size`` ID images.
         batch_size: the ID batch size of the loader.
         seed: base seed of the aux stream; epoch ``e`` draws with ``seed + e``.
+        world_size: processes the loader is sharded over (see :func:`aux_counts`).
     """
 
     def __init__(
-        self, first: LongTailSampler, aux_size: int, aux_batch_size: int, batch_size: int, seed: int = 0
+        self,
+        first: LongTailSampler,
+        aux_size: int,
+        aux_batch_size: int,
+        batch_size: int,
+        seed: int = 0,
+        world_size: int = 1,
     ) -> None:
-        for name, value in (("aux_size", aux_size), ("aux_batch_size", aux_batch_size), ("batch_size", batch_size)):
+        checked = (
+            ("aux_size", aux_size),
+            ("aux_batch_size", aux_batch_size),
+            ("batch_size", batch_size),
+            ("world_size", world_size),
+        )
+        for name, value in checked:
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.first = first
         self.aux_size, self.aux_batch_size, self.batch_size = int(aux_size), int(aux_batch_size), int(batch_size)
         self.seed = int(seed)
+        self.world_size = int(world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -137,7 +156,7 @@ class AuxPairedSampler(Sampler[tuple[int, tuple[int, ...]]]):
 
     def __iter__(self) -> Iterator[tuple[int, tuple[int, ...]]]:
         ids = list(self.first)
-        counts = aux_counts(len(ids), self.batch_size, self.aux_batch_size)
+        counts = aux_counts(len(ids), self.batch_size, self.aux_batch_size, self.world_size)
         ends = np.cumsum(counts)
         drawn = self.aux_draw(int(ends[-1]) if len(ends) else 0).tolist()
         starts = ends - counts

@@ -553,7 +553,10 @@ class LongTailDataModule(L.LightningDataModule):
         if self.aux_set is not None:
             aux_seed = self.sampler_seed + AUX_SEED_OFFSET
             dataset = AuxDataset(self.train_set, self.aux_set, self._aux_shape)
-            sampler = AuxPairedSampler(sampler, len(self.aux_set), self.aux_batch_size, self.batch_size, aux_seed)
+            world = self.trainer.world_size if self.trainer is not None else 1
+            sampler = AuxPairedSampler(
+                sampler, len(self.aux_set), self.aux_batch_size, self.batch_size, aux_seed, world_size=world
+            )
             collate = collate_aux
         if self.rebalancing_sampler is not None:
             # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).

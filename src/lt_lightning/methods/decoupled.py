@@ -87,7 +87,8 @@ class FrozenFeatureNetwork(Backbone):
     def forward_features(self, x: Tensor) -> Tensor:
         # No gradient reaches the frozen part (nor is its graph kept); BatchNorm statistics still update in train().
         with torch.no_grad():
-            return classifier_parts(self.stage1).features(x)
+            features = getattr(self.stage1, "classifier_features", None)  # direct: no head is built per step
+            return features(x) if callable(features) else classifier_parts(self.stage1).features(x)
 
     def train(self, mode: bool = True) -> FrozenFeatureNetwork:
         super().train(mode)
@@ -241,7 +242,9 @@ class ClassifierRetraining(LongTailClassifier):
         if stage != "fit" or self._trainer is None:
             return
         if self.hparams.bn_mode == "eval":
-            # The frozen stage-1 modules are in eval mode on purpose; Lightning would warn that they are.
+            # The frozen stage-1 modules are in eval mode on purpose; Lightning would warn that they are. The filter
+            # is undone in teardown, so other runs of the process keep the warning.
+            self._saved_warning_filters = list(warnings.filters)
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         sampler = getattr(self.trainer.datamodule, "sampler_name", None)
         if sampler == "instance":
@@ -252,6 +255,11 @@ class ClassifierRetraining(LongTailClassifier):
                 UserWarning,
                 stacklevel=2,
             )
+
+    def teardown(self, stage: str) -> None:
+        saved = self.__dict__.pop("_saved_warning_filters", None)
+        if saved is not None:
+            warnings.filters[:] = saved
 
 
 def _stage1_module(

@@ -117,7 +117,7 @@ class OpenSampling(LongTailClassifier):
         n = len(x)
         logits = self(torch.cat([x, x_aux]))
         id_logits, ood_logits = logits[:n], logits[n:]
-        id_loss = self.criterion(id_logits, y)
+        id_loss = self.criterion_on(id_logits, y)
         if len(ood_logits) == 0:
             return id_loss, id_logits, y
         ood_loss = open_sampling_ood_loss(ood_logits, self.ood_labels(len(ood_logits)), self.gamma)
