@@ -602,7 +602,9 @@ def spectral_density(
 
     The grid spans ``[mean_r min_i theta_ri - overhead, mean_r max_i theta_ri + overhead]`` in ``num_bins`` points;
     each node is a Gaussian of **variance** ``sigma2 * max(1, grid span)`` weighted by its ``w``; runs are averaged
-    and the result is normalised so that ``sum(density) * step = 1``. NaN nodes (padding) are ignored.
+    and the result is normalised so that ``sum(density) * step = 1``. NaN nodes (padding) are ignored. With the
+    default ``overhead`` the grid ends about one standard deviation past the extreme nodes, so their Gaussians are
+    cut there (as in PyHessian): the density's mean then differs slightly from ``sum_i w_i theta_i``.
 
     Args:
         nodes: ``(runs, m)`` or ``(m,)`` Ritz values.
