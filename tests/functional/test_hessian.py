@@ -381,3 +381,35 @@ def test_lanczos_zero_operator_and_bad_arguments():
         lanczos(lambda v: v, 4, 2, gen(0), start=torch.zeros(4))
     with pytest.raises(ValueError):
         lanczos(lambda v: v, 4, 2, gen(0), start="uniform")  # type: ignore[arg-type]
+
+
+def test_bn_eval_inplace_relu_under_inference_mode_leaves_state_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8, 3)
+    ).to(F64)
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(9, 1, 4, 4, generator=gen(0), dtype=F64)
+    y = torch.arange(9) % 3
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    exact = torch.linalg.eigvalsh(explicit_hessian(model, F.cross_entropy, x, y))
+    with torch.inference_mode():
+        hvp = make_hvp(model, F.cross_entropy, x.clone(), y.clone(), list(model.parameters()), batch_size=4)
+        spectrum, _, _ = hessian_spectrum(hvp, hvp.dim, gen(0), lanczos_steps=hvp.dim, trace_probes=0, dtype=F64)
+    assert spectrum.lambda_max == pytest.approx(exact[-1].item(), abs=1e-8)
+    assert spectrum.lambda_min == pytest.approx(exact[0].item(), abs=1e-8)
+    assert math.isfinite(spectrum.trace) and math.isnan(spectrum.trace_se)  # one free SLQ sample, no probes
+    assert all(torch.equal(buffers[k], v) for k, v in model.state_dict().items())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+
+
+def test_float32_model_agrees_with_float64_reference():
+    model, x, y = t4_setup()
+    exact = torch.linalg.eigvalsh(explicit_hessian(model, F.cross_entropy, x, y))
+    model32 = model.to(torch.float32)
+    hvp = make_hvp(model32, F.cross_entropy, x.float(), y, list(model32.parameters()))
+    spectrum, _, _ = hessian_spectrum(hvp, hvp.dim, gen(0), lanczos_steps=30, trace_probes=0, dtype=hvp.dtype)
+    scale = exact.abs().max().item()
+    assert spectrum.lambda_max == pytest.approx(exact[-1].item(), abs=1e-4 * scale)
+    assert spectrum.lambda_min == pytest.approx(exact[0].item(), abs=1e-4 * scale)
