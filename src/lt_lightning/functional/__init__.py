@@ -1,5 +1,21 @@
-"""Pure tensor maths of lt_lightning: losses and per-class weights (no state, no Lightning import)."""
+"""Pure tensor maths of lt_lightning: losses, per-class weights, Hessian spectra (no state, no Lightning import)."""
 
+from lt_lightning.functional.hessian import (
+    HessianVectorProduct,
+    Spectrum,
+    class_subsets,
+    flatten_tensors,
+    hessian_spectrum,
+    hutchinson_trace,
+    lanczos,
+    make_hvp,
+    power_iteration,
+    ritz,
+    slq,
+    spectral_density,
+    spectral_summary,
+    unflatten_vector,
+)
 from lt_lightning.functional.losses import (
     Reduction,
     check_reduction,
@@ -38,6 +54,20 @@ from lt_lightning.functional.weights import (
 )
 
 __all__ = [
+    "HessianVectorProduct",
+    "Spectrum",
+    "class_subsets",
+    "flatten_tensors",
+    "hessian_spectrum",
+    "hutchinson_trace",
+    "lanczos",
+    "make_hvp",
+    "power_iteration",
+    "ritz",
+    "slq",
+    "spectral_density",
+    "spectral_summary",
+    "unflatten_vector",
     "adaptive_instance_norm",
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
