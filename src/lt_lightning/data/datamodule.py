@@ -467,6 +467,26 @@ class LongTailDataModule(L.LightningDataModule):
             return array_dataset(materialise(dataset, self._side), dataset)
         return freeze_nuisance(dataset, self.nuisance, nuisance_generator(seed, stream), side=self._side)
 
+    def eval_view(self, split: str = "train") -> LabeledImages:
+        """Split ``train``, ``val`` or ``test`` with the deterministic ``eval_transform`` (no augmentation).
+
+        Used by curvature diagnostics (:class:`~lt_lightning.callbacks.ClassHessianSpectrum`), which need the
+        training images as the model sees them at evaluation. Same items and labels (label noise included) in the
+        same order as the split; a static nuisance stays applied, an oracle one (drawn in the train transform) does
+        not. Returns a new dataset at each call.
+
+        Example:
+            >>> dm = LongTailDataModule("digits")
+            >>> view = dm.eval_view("train")
+            >>> len(view) == len(dm.train_set), view.transform is dm.eval_transform
+            (True, True)
+        """
+        sources = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if split not in sources:
+            raise ValueError(f"split must be one of {sorted(sources)}, got {split!r}")
+        source = sources[split]
+        return source.subset(np.arange(len(source)), transform=self.eval_transform)
+
     def invariance_set(self, stage: str = "fit") -> LabeledImages:
         """The held-out images WITHOUT the nuisance and without transform (raw uint8 CHW), for invariance metrics.
 
