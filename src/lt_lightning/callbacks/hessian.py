@@ -281,9 +281,6 @@ class ClassHessianSpectrum(Callback):
             lanczos_steps, trace_probes = min(lanczos_steps, 3), min(trace_probes, 2)
         device = pl_module.device
         runs, num_classes = self.slq_runs, len(self.class_counts)
-        table = torch.zeros(num_classes, len(FIELDS), dtype=torch.float64)
-        nodes = torch.zeros(num_classes, runs, lanczos_steps, dtype=torch.float64)
-        weights = torch.zeros_like(nodes)
         loss_fn, restore_loss = self._loss(pl_module)
         modes = [(module, module.training) for module in pl_module.modules()]
         pl_module.eval()
@@ -293,6 +290,10 @@ class ClassHessianSpectrum(Callback):
                 stack.enter_context(torch.enable_grad())
                 stack.enter_context(torch.autocast(device.type, enabled=False))
                 stack.enter_context(_math_sdpa())
+                # Created here, not under the test loop's inference mode: they are written in place below.
+                table = torch.zeros(num_classes, len(FIELDS), dtype=torch.float64)
+                nodes = torch.zeros(num_classes, runs, lanczos_steps, dtype=torch.float64)
+                weights = torch.zeros_like(nodes)
                 dataset, subsets, plan = self._plan(trainer, samples_per_class)
                 mine = plan[trainer.global_rank :: trainer.world_size]
                 params = self._params(pl_module)
