@@ -528,6 +528,7 @@ def hessian_figure(rows: Sequence[dict], density: tuple[Tensor, Tensor], title: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     colours = {"many": "tab:blue", "medium": "tab:orange", "few": "tab:red"}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.0, 3.6), layout="constrained")
@@ -538,8 +539,11 @@ def hessian_figure(rows: Sequence[dict], density: tuple[Tensor, Tensor], title: 
             counts = [max(r["train_count"], 1) for r in pts]
             ax.scatter(counts, [r["lambda_max"] for r in pts], color=colour, marker="^", s=18, label=f"{shot} λ_max")
             ax.scatter(counts, [r["lambda_min"] for r in pts], color=colour, marker="v", s=18, label=f"{shot} λ_min")
+    extremes = [abs(r[k]) for r in measured for k in ("lambda_max", "lambda_min") if math.isfinite(r[k])]
+    linthresh = max(1e-2 * max(extremes, default=1.0), 1e-12)  # two decades of log scale on each side
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yscale("symlog", linthresh=linthresh)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("Ritz value")
@@ -548,8 +552,11 @@ def hessian_figure(rows: Sequence[dict], density: tuple[Tensor, Tensor], title: 
     ends = sorted(measured, key=lambda r: -r["train_count"])
     for r, colour in ((ends[0], "tab:blue"), (ends[-1], "tab:red")) if len(ends) > 1 else ((ends[0], "tab:blue"),):
         grid, dens = spectral_density(nodes[r["class"]], weights[r["class"]], num_bins=2000)
-        bx.plot(grid.numpy(), dens.clamp_min(1e-12).numpy(), color=colour, label=f"class {r['name']}")
-    bx.set_xscale("symlog", linthresh=1e-3)
+        floor = float(dens.max()) * 1e-6
+        bx.plot(
+            grid.numpy(), dens.clamp_min(floor).numpy(), color=colour, label=f"class {r['name']} (n={r['samples']})"
+        )
+    bx.set_xscale("symlog", linthresh=linthresh)
     bx.set_yscale("log")
     bx.set_xlabel("eigenvalue")
     bx.set_ylabel("density")
