@@ -121,6 +121,13 @@ def test_t5_all_params_runs_and_classes_subset(tmp_path):
     assert rows[0]["lambda_min"] < 0 < rows[0]["lambda_max"]  # a non-convex net: a saddle direction
 
 
+def test_long_runs_warn_with_an_estimate(tmp_path, monkeypatch):
+    monkeypatch.setattr("lt_lightning.callbacks.hessian.WARN_SECONDS", 0.0)
+    with pytest.warns(UserWarning, match=r"about \d+ min for 2 classes x 4 HVPs"):
+        rows = measure(tmp_path, classifier(), classes=[0, 2], lanczos_steps=3, trace_probes=1)
+    assert [r["measured"] for r in rows] == [True, False, True]
+
+
 # ----------------------------------------------------------------------------------------------------- T9
 def test_t9_auto_uses_ldam_margins_and_drw_weights_cancel(tmp_path):
     model = classifier("ldam")

@@ -382,7 +382,8 @@ class ClassHessianSpectrum(Callback):
             return _ce, lambda: None
         if callable(self.loss):
             return self.loss, lambda: None
-        module = _first_attr("loss_module", pl_module) or _first_attr("criterion", pl_module)
+        module = _first_attr("loss_module", pl_module)
+        module = _first_attr("criterion", pl_module) if module is None else module
         if module is None:
             return _ce, lambda: None
         if hasattr(module, "reduction"):
