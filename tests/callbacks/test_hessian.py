@@ -248,6 +248,15 @@ class HessianTestModel(LongTailClassifier):
         return torch.utils.data.DataLoader(Images(torch.float32), batch_size=4)
 
 
+class OneThread(L.Callback):
+    """Every process computes with one CPU thread: a float32 matmul's summation order depends on the thread count,
+    which Lightning sets per DDP worker (cores // workers), so an exact comparison needs the same count everywhere.
+    Module-level: ddp_spawn pickles it."""
+
+    def setup(self, trainer, pl_module, stage):
+        torch.set_num_threads(1)
+
+
 def _ddp_run(tmp_path: Path, **trainer_kwargs) -> tuple[dict[str, float], list[dict[str, str]]]:
     torch.manual_seed(0)
     model = HessianTestModel(COUNTS, backbone_kwargs={"width": 4}, in_chans=1)
@@ -260,7 +269,7 @@ def _ddp_run(tmp_path: Path, **trainer_kwargs) -> tuple[dict[str, float], list[d
         at_test=True,
         output_dir=tmp_path,
     )
-    trainer = cpu_trainer(tmp_path, callbacks=[cb], **trainer_kwargs)
+    trainer = cpu_trainer(tmp_path, callbacks=[OneThread(), cb], **trainer_kwargs)
     logged = trainer.test(model, verbose=False)[0]
     with (tmp_path / "hessian_test.csv").open() as f:
         return logged, [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
@@ -269,7 +278,11 @@ def _ddp_run(tmp_path: Path, **trainer_kwargs) -> tuple[dict[str, float], list[d
 @pytest.mark.ddp
 @pytest.mark.timeout(180)
 def test_t8_two_process_ddp_equals_single_process(tmp_path):
-    single, single_rows = _ddp_run(tmp_path / "single")
+    threads = torch.get_num_threads()
+    try:
+        single, single_rows = _ddp_run(tmp_path / "single")
+    finally:
+        torch.set_num_threads(threads)
     ddp, ddp_rows = _ddp_run(tmp_path / "ddp", devices=2, strategy="ddp_spawn")
     assert [r["samples"] for r in single_rows] == ["5", "5", "3"]
     assert ddp_rows == single_rows  # every digit of every field (seconds aside)
