@@ -175,7 +175,9 @@ class ImageFileDataset(LabeledImages):
 class BaseSplits:
     """A dataset's training pool and test set, class names and normalisation constants (on the [0, 1] scale).
 
-    ``image_size`` is the side of the square images, or None when sizes vary (image folders, GTSRB).
+    ``image_size`` is the side of the square images, or None when sizes vary (image folders, GTSRB, split lists).
+    ``val`` is a validation set the dataset ships (the split lists of ImageNet-LT and Places-LT), or None: the
+    datamodule then validates on ``val_per_class`` images held out of the pool, or on the test set.
     """
 
     train: LabeledImages
@@ -185,6 +187,7 @@ class BaseSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int | None
+    val: LabeledImages | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -192,7 +195,7 @@ class BaseSplits:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels or min(self.std) <= 0:
             raise ValueError(f"mean and std need {self.channels} values, std > 0; got {self.mean}, {self.std}")
-        for split in (self.train, self.test):
+        for split in (self.train, self.test) if self.val is None else (self.train, self.val, self.test):
             check_labels(split.targets, None, "targets", self.num_classes)
 
     @property

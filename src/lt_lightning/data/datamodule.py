@@ -59,7 +59,7 @@ from lt_lightning.data.samplers import (
     create_sampler,
 )
 from lt_lightning.data.subsets import flip_labels, long_tail_indices
-from lt_lightning.data.transforms import default_transforms
+from lt_lightning.data.transforms import LARGE_IMAGE_SIDE, default_transforms, eval_resize_side, is_resized_crop
 from lt_lightning.profiles import PROFILES, make_class_counts
 from lt_lightning.schedules import training_horizon
 
@@ -108,7 +108,9 @@ class LongTailDataModule(L.LightningDataModule):
         fill_short_classes: reuse images (cyclically) for classes shorter than their target (K49-LT recipe).
         subset_seed: seed of which images are kept; independent of the training seed.
         val_per_class: balanced validation images per class, taken from the images the profile left unused.
-            0 (default) validates on the test set, as the reference code does.
+            0 (default) validates on the dataset's own validation list when it ships one (ImageNet-LT, Places-LT,
+            iNaturalist 2018: its val list, which is also its test set), else on the test set, as the reference code
+            does. Which one is used is in ``val_source`` (``pool``, ``given`` or ``test``) and the split report.
         batch_size: training batch size; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader workers.
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
@@ -142,7 +144,10 @@ class LongTailDataModule(L.LightningDataModule):
             ``(x, y, x_r, y_r)``: the first pair drawn by ``sampler``, the second by this one (seeded independently).
         drop_last: drop the last, incomplete training batch of each epoch (the official BBN loader does,
             ``main/train.py``: a tiny last batch makes noisy BatchNorm statistics). Default False.
-        image_size: resize images to this square side (default: native size; 32 for datasets of varying size).
+        image_size: resize images to this square side (default: native size; 32 for datasets of varying size). For
+            the split-list benchmarks (``imagenet_lt``, ``places_lt``, ``inat2018``, ``split_lists``) it is the crop
+            side of their recipe (default 224): RandomResizedCrop for training, shorter-edge resize to
+            ``side * 256 / 224`` and centre crop for evaluation.
         train_transform: replaces the default training transform (receives a uint8 CHW tensor).
         eval_transform: replaces the default validation / test transform.
         classes: keep only these labels of the pool (training, validation and test), relabelled 0..K-1 in ascending
@@ -297,7 +302,7 @@ class LongTailDataModule(L.LightningDataModule):
         )
 
         # The side the model sees (None: native); nuisances act at this resolution.
-        self._side: int | None = image_size or _fixed_size(base)
+        self._side: int | None = image_size or _fixed_size(dataset, base)
         default_train, default_eval = default_transforms(dataset, base.mean, base.std, self._side)
         # ``is None``, not ``or``: a user transform may be falsy (an empty nn.Sequential has len 0).
         self.train_transform = default_train if train_transform is None else train_transform
@@ -311,7 +316,6 @@ class LongTailDataModule(L.LightningDataModule):
         # Clean held-out images (no transform) for invariance_set; without a nuisance the served sets are clean.
         self._clean_val = self._clean_test = None
         if self.nuisance is not None:
-            self._clean_val = base.train.subset(val_idx, transform=None) if val_per_class else None
             self._clean_test = base.test.subset(np.arange(len(base.test)), transform=None)
         if self.nuisance is not None and nuisance_mode == "oracle":
             # Fresh draws at every read, before augmentation; _with_nuisance resizes the clean images beforehand.
@@ -327,10 +331,19 @@ class LongTailDataModule(L.LightningDataModule):
         self.test_set: LabeledImages = self._with_nuisance(
             base.test.subset(np.arange(len(base.test)), transform=self.eval_transform), "test", 0
         )
+        # The validation split: held out of the pool when val_per_class > 0 (an explicit request wins), else the
+        # dataset's own validation list when it ships one (ImageNet-LT, Places-LT), else the test set.
+        self.val_source: str = "pool" if val_per_class else ("given" if base.val is not None else "test")
+        if self.val_source == "pool":
+            val_raw = base.train.subset(val_idx, transform=None)
+        elif self.val_source == "given":
+            val_raw = base.val.subset(np.arange(len(base.val)), transform=None)
+        if self.nuisance is not None and self.val_source != "test":
+            self._clean_val = val_raw
         self.val_set: LabeledImages = (
-            self._with_nuisance(base.train.subset(val_idx, transform=self.eval_transform), "val", subset_seed)
-            if val_per_class
-            else self.test_set
+            self.test_set
+            if self.val_source == "test"
+            else self._with_nuisance(val_raw.subset(np.arange(len(val_raw)), self.eval_transform), "val", subset_seed)
         )
         self.aux_set: LabeledImages | None = None
         self.aux_batch_size: int | None = None
@@ -442,11 +455,11 @@ class LongTailDataModule(L.LightningDataModule):
                 f"  train per class ({len(counts)} classes, largest first): {' '.join(ranked[:5])} ... "
                 f"{' '.join(ranked[-5:])}; full table: datamodule.class_counts (train_count in per_class_*.csv)"
             )
-        val = (
-            f"val {len(self.val_set)} (= test)"
-            if self.val_set is self.test_set
-            else f"val {len(self.val_set)} ({hp.val_per_class} per class, from the pool)"
-        )
+        val = {
+            "test": f"val {len(self.val_set)} (= test)",
+            "pool": f"val {len(self.val_set)} ({hp.val_per_class} per class, from the pool)",
+            "given": f"val {len(self.val_set)} (the dataset's validation list)",
+        }[self.val_source]
         return "\n".join(
             [
                 f"LongTailDataModule: {hp.dataset}, profile {self.profile} {how}",
@@ -491,8 +504,8 @@ class LongTailDataModule(L.LightningDataModule):
         """The held-out images WITHOUT the nuisance and without transform (raw uint8 CHW), for invariance metrics.
 
         The eKLD callback applies its own nuisance draws to these images, then ``eval_transform``. For ``fit`` and
-        ``validate``: the validation split when ``val_per_class > 0``, else the test set; for ``test``: the test
-        set. Same images in the same order as ``val_set`` / ``test_set``, before the nuisance; resized to the
+        ``validate``: the validation split (from the pool or the dataset's list), else the test set; for ``test``:
+        the test set. Same images in the same order as ``val_set`` / ``test_set``, before the nuisance; resized to the
         model's side (an :class:`ArrayDataset`) when one applies (``image_size``, or datasets of varying size).
         Works with and without ``nuisance``; returns a new dataset at each call.
 
@@ -503,7 +516,7 @@ class LongTailDataModule(L.LightningDataModule):
             (True, True, torch.uint8)
         """
         if stage in ("fit", "validate"):
-            use_val = self.hparams.val_per_class > 0
+            use_val = self.val_source != "test"
         elif stage == "test":
             use_val = False
         else:
@@ -544,7 +557,10 @@ class LongTailDataModule(L.LightningDataModule):
         mean, std = self._normalisation
         side = self._side or int(self.test_set.image(0).shape[-1])
         dataset = self.hparams.dataset
-        return {"mean": mean, "std": std, "image_size": side, "in_chans": self.in_chans, "dataset": dataset}
+        prep = {"mean": mean, "std": std, "image_size": side, "in_chans": self.in_chans, "dataset": dataset}
+        if is_resized_crop(dataset):
+            prep["eval_resize"] = eval_resize_side(side)  # shorter edge, then the image_size centre crop
+        return prep
 
     @property
     def train_targets(self) -> np.ndarray:
@@ -642,6 +658,9 @@ def _check_pool(dataset: str, root: str | Path, base) -> np.ndarray:
     return available
 
 
-def _fixed_size(base) -> int | None:
-    # Datasets of varying image size need a resize to batch; 32 matches the CIFAR-style backbones.
-    return None if base.image_size else 32
+def _fixed_size(dataset: str, base) -> int | None:
+    # Datasets of varying image size need a resize to batch: 224 for the large split-list benchmarks (their
+    # RandomResizedCrop recipe), else 32, which matches the CIFAR-style backbones.
+    if base.image_size:
+        return None
+    return LARGE_IMAGE_SIDE if is_resized_crop(dataset) else 32

@@ -467,7 +467,10 @@ def select_classes(base: BaseSplits, classes: Sequence[int], name: str = "classe
         return sub
 
     names = tuple(base.class_names[c] for c in labels)
-    return BaseSplits(take(base.train), take(base.test), names, base.channels, base.mean, base.std, base.image_size)
+    val = None if base.val is None else take(base.val)
+    return BaseSplits(
+        take(base.train), take(base.test), names, base.channels, base.mean, base.std, base.image_size, val=val
+    )
 
 
 def check_class_list(classes: Sequence[int], num_classes: int, name: str = "classes") -> list[int]:

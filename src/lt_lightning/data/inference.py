@@ -113,9 +113,16 @@ class InferenceDataModule(L.LightningDataModule):
             )
         if self.image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {self.image_size}")
+        # Checkpoints of the 224-px recipes record a shorter-edge resize followed by the centre crop.
+        eval_resize = prep.get("eval_resize") if image_size is None else None
+        resize = (
+            [v2.Resize(int(eval_resize), antialias=True), v2.CenterCrop(self.image_size)]
+            if eval_resize
+            else [v2.Resize((self.image_size, self.image_size), antialias=True)]
+        )
         self.transform = v2.Compose(
             [
-                v2.Resize((self.image_size, self.image_size), antialias=True),
+                *resize,
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(self.mean, self.std),
             ]
