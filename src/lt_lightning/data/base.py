@@ -177,7 +177,8 @@ class BaseSplits:
 
     ``image_size`` is the side of the square images, or None when sizes vary (image folders, GTSRB, split lists).
     ``val`` is a validation set the dataset ships (the split lists of ImageNet-LT and Places-LT), or None: the
-    datamodule then validates on ``val_per_class`` images held out of the pool, or on the test set.
+    datamodule then validates on ``val_per_class`` images held out of the pool, or on the test set. ``note`` is one
+    line the datamodule's split report prints (e.g. that iNaturalist 2018's val list is its test set), or None.
     """
 
     train: LabeledImages
@@ -188,6 +189,7 @@ class BaseSplits:
     std: tuple[float, ...]
     image_size: int | None
     val: LabeledImages | None = None
+    note: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))

@@ -167,6 +167,9 @@ class LongTailDataModule(L.LightningDataModule):
         aux_batch_size: aux images per training batch of ``batch_size`` ID images (Open-Sampling: 512 per 128);
             default ``4 * batch_size``.
         aux_size: images in a synthetic noise pool (default 10 000); only with a noise ``aux_dataset``.
+        dataset_kwargs: options of the dataset's loader besides ``root`` and ``download``
+            (``lt_lightning.data.datasets.dataset_options(name)``), e.g. ``{"train_list": ..., "test_list": ...}``
+            for ``split_lists``. Default None.
     """
 
     def __init__(
@@ -205,6 +208,7 @@ class LongTailDataModule(L.LightningDataModule):
         aux_classes: list[int] | None = None,
         aux_batch_size: int | None = None,
         aux_size: int | None = None,
+        dataset_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         # Validate names and numbers where they enter, before any file is read.
@@ -271,7 +275,10 @@ class LongTailDataModule(L.LightningDataModule):
         # Under LightningCLI save_hyperparameters stores the config as given (profile None): record the one used.
         self.hparams["profile"] = profile
 
-        base = load_dataset(dataset, root, download=download)
+        if dataset_kwargs is not None and not isinstance(dataset_kwargs, dict):
+            raise TypeError(f"dataset_kwargs must be a dict or None, got {type(dataset_kwargs).__name__}")
+        base = load_dataset(dataset, root, download=download, **(dataset_kwargs or {}))
+        self.dataset_note: str | None = base.note
         pool_classes = base.num_classes
         if classes is not None:
             base = select_classes(base, classes)
@@ -466,6 +473,7 @@ class LongTailDataModule(L.LightningDataModule):
                 f"  kept {sum(counts)} of {sum(self.pool_counts)} training-pool images (ratio {ratio:.1f})",
                 per_class,
                 f"  {val}, test {len(self.test_set)}",
+                *([f"  note: {self.dataset_note}"] if self.dataset_note else []),
             ]
         )
 

@@ -20,10 +20,12 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +40,7 @@ __all__ = [
     "ImageFileDataset",
     "LabeledImages",
     "check_class_list",
+    "dataset_options",
     "load_dataset",
     "select_classes",
 ]
@@ -469,7 +472,7 @@ def select_classes(base: BaseSplits, classes: Sequence[int], name: str = "classe
     names = tuple(base.class_names[c] for c in labels)
     val = None if base.val is None else take(base.val)
     return BaseSplits(
-        take(base.train), take(base.test), names, base.channels, base.mean, base.std, base.image_size, val=val
+        take(base.train), take(base.test), names, base.channels, base.mean, base.std, base.image_size, val, base.note
     )
 
 
@@ -485,17 +488,34 @@ def check_class_list(classes: Sequence[int], num_classes: int, name: str = "clas
     return labels
 
 
-def load_dataset(name: str, root: str | Path = "data", download: bool = False) -> BaseSplits:
-    """Load the base dataset ``name`` (a key of ``DATASETS``) from ``root``.
+def dataset_options(name: str) -> list[str]:
+    """The keyword options the loader of ``name`` takes besides ``root`` and ``download`` (``dataset_kwargs``).
+
+    Example:
+        >>> dataset_options("digits")
+        []
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    params = inspect.signature(DATASETS[name]).parameters
+    return [p for p in params if p not in ("root", "download") and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = False, **options: Any) -> BaseSplits:
+    """Load the base dataset ``name`` (a key of ``DATASETS``) from ``root``; ``options`` are the loader's own
+    keyword options (:func:`dataset_options`, e.g. ``train_list`` of ``split_lists``).
 
     Raises:
-        ValueError: unknown name, or ``root`` missing (for datasets that read files) and ``download`` False.
+        ValueError: unknown name or option, or ``root`` missing (for datasets that read files) and ``download``
+            False.
         FileNotFoundError: files missing under ``root``; the message names them and where to get them.
 
     Example:
         >>> load_dataset("digits").class_names[:3]
         ('0', '1', '2')
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
-    return DATASETS[name](root, download=download)
+    accepted = dataset_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"dataset_kwargs {unknown} are not options of dataset {name!r}; accepted: {accepted}")
+    return DATASETS[name](root, download=download, **options)
