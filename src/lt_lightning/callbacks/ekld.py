@@ -32,7 +32,6 @@ training class size (log scale) in the run directory, the figure on TensorBoard 
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,8 +46,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lt_lightning.callbacks.per_class import _first_attr, _log_figure
-from lt_lightning.callbacks.plotting import ekld_scatter_figure, write_ekld_csv
+from lt_lightning.callbacks.per_class import _first_attr
+from lt_lightning.callbacks.plotting import append_csv_rows, ekld_scatter_figure, save_figure, write_ekld_csv
 from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
 from lt_lightning.functional.ekld import per_class_selection
 from lt_lightning.functional.metrics import shot_groups
@@ -332,26 +331,22 @@ class ExpectedKLDivergence(Callback):
         )
         rank_zero_info(f"eKLD under {type(self.nuisance).__name__} ({tag}): {summary}")
         fig = ekld_scatter_figure(rows, f"eKLD per class ({tag})")
-        fig.savefig(out_dir / f"ekld_{tag}.png", dpi=120)
-        _log_figure(trainer, f"{tag}/ekld_scatter", fig)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        save_figure(trainer, fig, out_dir / f"ekld_{tag}.png", f"{tag}/ekld_scatter")
 
     def _append_history(self, trainer, rows: list[dict]) -> None:
         out_dir = self._out_dir(trainer)
         if not trainer.is_global_zero:
             return
-        path = out_dir / "ekld_history.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["epoch", "class", "name", "train_count", "pairs", "ekld", "consistency"])
-            for r in rows:
-                cells = ["" if math.isnan(r[k]) else f"{r[k]:.6g}" for k in ("ekld", "consistency")]
-                writer.writerow([trainer.current_epoch, r["class"], r["name"], r["train_count"], r["pairs"], *cells])
+        header = ["epoch", "class", "name", "train_count", "pairs", "ekld", "consistency"]
+        append_csv_rows(
+            out_dir / "ekld_history.csv",
+            header,
+            (
+                [trainer.current_epoch, r["class"], r["name"], r["train_count"], r["pairs"]]
+                + ["" if math.isnan(r[k]) else f"{r[k]:.6g}" for k in ("ekld", "consistency")]
+                for r in rows
+            ),
+        )
 
     def _out_dir(self, trainer) -> Path:
         """The report directory; call it on EVERY rank (``trainer.log_dir`` is a broadcast under DDP)."""

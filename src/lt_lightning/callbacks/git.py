@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
+from lt_lightning.callbacks.preprocessing import datamodule_normalisation
 from lt_lightning.data.nuisance import NUISANCES, RotationNuisance
 from lt_lightning.generators.oracle import OracleGenerator
 
@@ -160,13 +161,8 @@ class GenerativeInvarianceTransfer(Callback):
         if stage != "fit":
             return
         if self.mean is None:
-            prep = getattr(trainer.datamodule, "preprocessing", None)
-            if not prep or prep.get("mean") is None:
-                raise ValueError(
-                    "GenerativeInvarianceTransfer needs the inputs' normalisation: pass mean and std, or use a "
-                    "datamodule with a `preprocessing` mapping (LongTailDataModule without a custom eval_transform)"
-                )
-            self.mean, self.std = list(prep["mean"]), list(prep["std"])
+            need = "GenerativeInvarianceTransfer needs the inputs' normalisation"
+            self.mean, self.std = datamodule_normalisation(trainer, need)
         if isinstance(self.generator, nn.Module):
             self.generator.to(pl_module.device).eval().requires_grad_(False)
         _check_generator_geometry(self.generator, len(self.mean), getattr(trainer.datamodule, "preprocessing", None))

@@ -53,7 +53,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from typing_extensions import override
 
-from lt_lightning.callbacks.per_class import _first_attr, _log_figure
+from lt_lightning.callbacks.per_class import _first_attr
+from lt_lightning.callbacks.plotting import append_csv_rows, save_figure
 from lt_lightning.functional.hessian import class_subsets, hessian_spectrum, make_hvp, spectral_density
 from lt_lightning.functional.metrics import shot_groups
 
@@ -480,26 +481,17 @@ class ClassHessianSpectrum(Callback):
         if not measured:
             return
         fig = hessian_figure(rows, self.densities[tag], f"class Hessian spectrum ({tag})")
-        fig.savefig(out_dir / f"hessian_{tag}.png", dpi=120)
-        _log_figure(trainer, f"{tag}/hessian", fig)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        save_figure(trainer, fig, out_dir / f"hessian_{tag}.png", f"{tag}/hessian")
 
     def _append_history(self, trainer, rows: list[dict]) -> None:
         out_dir = self._out_dir(trainer)
         if not trainer.is_global_zero:
             return
-        path = out_dir / "hessian_history.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["epoch", *CSV_COLUMNS])
-            for r in rows:
-                if r["measured"]:
-                    writer.writerow([trainer.current_epoch, *(_cell(r[k]) for k in CSV_COLUMNS)])
+        append_csv_rows(
+            out_dir / "hessian_history.csv",
+            ["epoch", *CSV_COLUMNS],
+            ([trainer.current_epoch, *(_cell(r[k]) for k in CSV_COLUMNS)] for r in rows if r["measured"]),
+        )
 
     def _out_dir(self, trainer) -> Path:
         """The report directory; call it on EVERY rank (``trainer.log_dir`` is a broadcast under DDP)."""

@@ -30,11 +30,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DistributedSampler
 from typing_extensions import override
 
-from lt_lightning.callbacks.plotting import per_class_figure, write_per_class_csv
+from lt_lightning.callbacks.plotting import per_class_figure, save_figure, write_per_class_csv
 from lt_lightning.functional.metrics import shot_groups
 from lt_lightning.metrics import PerClassAccuracyMetric
 
@@ -204,11 +204,7 @@ class PerClassAccuracy(Callback):
         rows = self.last_rows[key]
         rank_zero_info(format_table(rows, self.last_summary, title=f"per-class accuracy ({prefix})"))
         fig = per_class_figure(rows, f"per-class {prefix} accuracy", self.many_threshold, self.few_threshold)
-        fig.savefig(out_dir / f"per_class_{prefix}.png", dpi=120)
-        _log_figure(trainer, f"{prefix}/per_class_accuracy", fig)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        save_figure(trainer, fig, out_dir / f"per_class_{prefix}.png", f"{prefix}/per_class_accuracy")
 
     def _out_dir(self, trainer) -> Path:
         """The report directory. Call it on EVERY rank: under DDP ``trainer.log_dir`` is a broadcast, and calling it
@@ -262,14 +258,3 @@ def _logits_and_target(pl_module, outputs: Any, batch: Any) -> tuple[torch.Tenso
             "loss, or nothing (then the callback calls the module on the inputs)"
         )
     return outputs, target
-
-
-def _log_figure(trainer, tag: str, fig) -> None:
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if type(logger).__name__ == "WandbLogger":
-            logger.log_image(key=tag, images=[fig])
-        elif hasattr(experiment, "add_figure"):  # TensorBoard
-            experiment.add_figure(tag, fig, global_step=trainer.global_step)
-        elif type(logger).__name__ != "CSVLogger":
-            rank_zero_warn(f"PerClassAccuracy cannot log figures to {type(logger).__name__}; the PNG is on disk")

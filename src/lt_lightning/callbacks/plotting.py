@@ -1,13 +1,15 @@
-"""Figures and tables for per-class reports (matplotlib, headless)."""
+"""Figures and tables for per-class reports (matplotlib, headless), and how the report callbacks write them."""
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+from lightning.pytorch.utilities import rank_zero_warn
 
 matplotlib.use("Agg")  # never needs a display; tests and servers are headless
 import matplotlib.pyplot as plt  # noqa: E402
@@ -15,6 +17,44 @@ from matplotlib.figure import Figure  # noqa: E402
 
 PER_CLASS_COLUMNS = ("class", "name", "train_count", "shot", "support", "correct", "accuracy")
 TAU_SWEEP_COLUMNS = ("tau", "many", "medium", "few", "all")
+
+
+def log_figure(trainer, tag: str, fig: Figure) -> None:
+    """Send ``fig`` to every logger of ``trainer`` that takes figures (TensorBoard, W&B) under ``tag``."""
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "experiment", None)
+        if type(logger).__name__ == "WandbLogger":
+            logger.log_image(key=tag, images=[fig])
+        elif hasattr(experiment, "add_figure"):  # TensorBoard
+            experiment.add_figure(tag, fig, global_step=trainer.global_step)
+        elif type(logger).__name__ != "CSVLogger":
+            rank_zero_warn(f"cannot log figures to {type(logger).__name__}; the PNG is on disk")
+
+
+def save_figure(trainer, fig: Figure, path: Path, tag: str) -> None:
+    """Write ``fig`` to ``path`` (PNG, 120 dpi), send it to the trainer's loggers under ``tag``, and close it."""
+    fig.savefig(path, dpi=120)
+    log_figure(trainer, tag, fig)
+    plt.close(fig)
+
+
+def append_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Append ``rows`` to the CSV at ``path``, writing ``header`` first when the file is new (history files).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "history.csv"
+        >>> append_csv_rows(path, ["epoch", "x"], [[0, 1.5]]); append_csv_rows(path, ["epoch", "x"], [[1, 2.5]])
+        >>> path.read_text().split()
+        ['epoch,x', '0,1.5', '1,2.5']
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerows(rows)
 
 
 def _write_rows(path: Path, columns: Sequence[str], rows: Sequence[dict], numbers: dict[str, str]) -> None:

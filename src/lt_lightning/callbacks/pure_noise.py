@@ -50,6 +50,7 @@ from typing_extensions import override
 
 from lt_lightning.callbacks.deferred import DeferredResampling
 from lt_lightning.callbacks.git import STREAMS, step_seed
+from lt_lightning.callbacks.preprocessing import datamodule_normalisation
 from lt_lightning.models.dar_bn import convert_dar_bn, has_dar_bn, reset_dar_bn_masks, set_dar_bn_masks
 from lt_lightning.schedules import default_switch_epoch, training_horizon
 
@@ -167,14 +168,8 @@ class PureNoiseOversampling(Callback):
         if stage != "fit":
             return
         if self.mean is None:
-            prep = getattr(trainer.datamodule, "preprocessing", None)
-            if not prep or prep.get("mean") is None:
-                raise ValueError(
-                    "PureNoiseOversampling needs the data's per-channel mean and std (the noise's statistics): pass "
-                    f"mean and std, or use a datamodule with a `preprocessing` mapping (got mean=None, preprocessing="
-                    f"{prep!r})"
-                )
-            self.mean, self.std = [float(m) for m in prep["mean"]], [float(s) for s in prep["std"]]
+            need = "PureNoiseOversampling needs the data's per-channel mean and std (the noise's statistics)"
+            self.mean, self.std = datamodule_normalisation(trainer, need)
         counts = (
             self.class_counts
             or getattr(trainer.datamodule, "class_counts", None)
