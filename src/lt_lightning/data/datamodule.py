@@ -307,6 +307,8 @@ class LongTailDataModule(L.LightningDataModule):
         train_idx, val_idx = long_tail_indices(
             base.train.targets, counts, subset_seed, val_per_class=val_per_class, fill_short_classes=fill_short_classes
         )
+        # Which images of the pool (``load_dataset(dataset).train``) the training split holds, in its order.
+        self.train_indices: np.ndarray = train_idx
 
         # The side the model sees (None: native); nuisances act at this resolution.
         self._side: int | None = image_size or _fixed_size(dataset, base)
