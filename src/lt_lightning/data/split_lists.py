@@ -354,7 +354,7 @@ def load_split_lists(
     if names is not None and num_classes is not None and len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} names but num_classes is {num_classes}")
     k = num_classes if num_classes is not None else (len(names) if names is not None else None)
-    why = "num_classes" if num_classes is not None else ("class_names" if names is not None else "")
+    why = f"num_classes={num_classes}" if num_classes is not None else f"class_names has {k} names"
     train = read_split_list(root / Path(train_list).expanduser(), images, k, why)
     k = int(train.targets.max(initial=-1)) + 1 if k is None else int(k)
     _check_classes("split_lists", train, k)
