@@ -164,7 +164,9 @@ class ImageFileDataset(LabeledImages):
     ) -> None:
         if mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
-        self.paths: PathTable = paths if isinstance(paths, PathTable) else PathTable.from_paths(paths)
+        # Duck-typed: pytest's importlib doctest collection may load paths.py twice (two PathTable classes).
+        is_table = isinstance(paths, PathTable) or getattr(type(paths), "IS_PATH_TABLE", False)
+        self.paths: PathTable = paths if is_table else PathTable.from_paths(paths)  # type: ignore[assignment]
         self.targets = check_labels(targets, len(self.paths), "targets")
         self.transform = transform
         self.mode = mode

@@ -65,6 +65,7 @@ class PathTable:
     """
 
     __slots__ = ("data", "offsets", "root", "_prefix")
+    IS_PATH_TABLE = True  # ImageFileDataset takes any object of a class with this flag as a table
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray, root: str | Path = "") -> None:
         data, offsets = np.asarray(data), np.asarray(offsets)
@@ -217,7 +218,7 @@ class PathTable:
         self._prefix = (root.rstrip("/") or "/") + "/" if root else ""
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PathTable):
+        if not getattr(type(other), "IS_PATH_TABLE", False):
             return NotImplemented
         return (
             self._prefix == other._prefix
