@@ -387,11 +387,11 @@ def resolve_imagenet_test(
     known = set(synsets)
     sample = lst.paths.take(indices)
     synset_form = all(Path(sample.relative(i)).parent.name in known for i in range(len(sample)))
-    if synset_form:
-        rewrite, layout = (lambda t: t.without_last_dir()), "flat val/<file> layout found, list rewritten"
-    else:
-        rewrite = lambda t, ts=None: t.with_last_dir(synsets, lst.targets if ts is None else ts)  # noqa: E731
-        layout = "val/<synset>/<file> folders found, list rewritten"
+    layout = (
+        "flat val/<file> layout found, list rewritten"
+        if synset_form
+        else "val/<synset>/<file> folders found, list rewritten"
+    )
     alt = sample.without_last_dir() if synset_form else sample.with_last_dir(synsets, lst.targets[indices])
     alt_missing = missing_files(alt, np.arange(len(alt)))
     if alt_missing:
@@ -400,7 +400,8 @@ def resolve_imagenet_test(
             f"{missing[:3]}, and in the {'flat' if synset_form else 'synset-folder'} form too, e.g. "
             f"{alt_missing[:3]}; searched under image root {str(image_root)!r}; {LAYOUTS['imagenet_lt']}"
         )
-    return SplitList(lst.file, rewrite(lst.paths), lst.targets), layout
+    paths = lst.paths.without_last_dir() if synset_form else lst.paths.with_last_dir(synsets, lst.targets)
+    return SplitList(lst.file, paths, lst.targets), layout
 
 
 def _imagenet_names(synsets: list[str], dirs: Sequence[Path]) -> list[str]:
