@@ -127,8 +127,9 @@ def test_load_dataset_names_and_root():
         load_dataset("svhn")
     assert sorted(DATASETS) == sorted(
         ["digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "gtsrb", "k49", "imagefolder", "npz"]
+        + ["split_lists", "imagenet_lt", "places_lt", "inat2018"]
     )
-    for name in ("mnist", "cifar10", "gtsrb", "k49", "imagefolder", "npz"):
+    for name in ("mnist", "cifar10", "gtsrb", "k49", "imagefolder", "npz", "imagenet_lt", "places_lt", "inat2018"):
         with pytest.raises(ValueError, match=r"root '/no/such/dir' .*(does not exist|existing \.npz)"):
             load_dataset(name, "/no/such/dir")
 

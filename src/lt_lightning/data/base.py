@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lt_lightning.data.paths import PathTable
+
 
 class _Keep(enum.Enum):
     KEEP = "keep"
@@ -138,7 +140,15 @@ class ArrayDataset(LabeledImages):
 class ImageFileDataset(LabeledImages):
     """Image files decoded with PIL on access (converted to ``mode``: ``"RGB"`` or grey ``"L"``).
 
-    Paths are stored as one numpy string array, which DataLoader workers share without copy-on-read.
+    Paths are stored in a :class:`~lt_lightning.data.paths.PathTable` (one bytes buffer + offsets, no Python object
+    per item), which DataLoader workers share without copy-on-read and which pickles small; ``ds.paths[i]`` is a
+    ``str``. ``paths`` may be a sequence of paths or a PathTable (taken as is: loaders of 10^5 items build it from
+    the bytes of their list files, never from ``str`` objects).
+
+    Example:
+        >>> ds = ImageFileDataset(["/data/a.jpg", "/data/b.jpg"], [1, 0])
+        >>> ds.subset([1]).paths[0], len(ds)
+        ('/data/b.jpg', 2)
 
     Raises:
         OSError: when ``ds[i]`` is read and its file cannot be decoded (``FileNotFoundError`` if it is gone);
@@ -146,17 +156,23 @@ class ImageFileDataset(LabeledImages):
     """
 
     def __init__(
-        self, paths: Sequence[str | Path], targets: Any, transform: Callable | None = None, mode: str = "RGB"
+        self,
+        paths: Sequence[str | Path] | PathTable,
+        targets: Any,
+        transform: Callable | None = None,
+        mode: str = "RGB",
     ) -> None:
         if mode not in ("RGB", "L"):
             raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
-        self.paths = np.array([str(p) for p in paths], dtype=str)
+        # Duck-typed: pytest's importlib doctest collection may load paths.py twice (two PathTable classes).
+        is_table = isinstance(paths, PathTable) or getattr(type(paths), "IS_PATH_TABLE", False)
+        self.paths: PathTable = paths if is_table else PathTable.from_paths(paths)  # type: ignore[assignment]
         self.targets = check_labels(targets, len(self.paths), "targets")
         self.transform = transform
         self.mode = mode
 
     def image(self, i: int) -> torch.Tensor:
-        path = str(self.paths[i])
+        path = self.paths[int(i)]
         try:
             with Image.open(path) as img:
                 array = np.array(img.convert(self.mode), dtype=np.uint8)
@@ -168,7 +184,7 @@ class ImageFileDataset(LabeledImages):
         return torch.from_numpy(np.ascontiguousarray(chw))
 
     def _take(self, indices: np.ndarray, transform: Callable | None) -> ImageFileDataset:
-        return ImageFileDataset(self.paths[indices], self.targets[indices], transform, self.mode)
+        return ImageFileDataset(self.paths.take(indices), self.targets[indices], transform, self.mode)
 
 
 @dataclass(frozen=True)

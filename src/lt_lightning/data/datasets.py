@@ -6,7 +6,8 @@ the long-tailed subsets. Only ``digits`` (scikit-learn's bundled 8x8 digits) nee
 released on-disk format under ``root``, and ``download=True`` fetches missing files (torchvision's downloaders,
 ``download_url`` for K49) where a source exists. Downloads are checked: torchvision verifies the MD5 of what it
 fetches, and K49's four release files are fetched over https and checked against :data:`K49_MD5`. Files already on
-disk are not checksummed when reading, so tiny files in the real formats work in tests.
+disk are not checksummed when reading, so tiny files in the real formats work in tests. The split-list benchmarks
+(``split_lists``, ``imagenet_lt``, ``places_lt``, ``inat2018``) live in ``split_lists.py`` and cannot be downloaded.
 
 Example:
     >>> base = load_dataset("digits")
@@ -31,6 +32,7 @@ import numpy as np
 
 from lt_lightning.data import readers
 from lt_lightning.data.base import KEEP, ArrayDataset, BaseSplits, ImageFileDataset, LabeledImages, check_labels
+from lt_lightning.data.split_lists import SPLIT_LIST_DATASETS
 
 __all__ = [
     "DATASETS",
@@ -445,6 +447,7 @@ DATASETS: dict[str, Callable[..., BaseSplits]] = {
     "k49": load_k49,
     "imagefolder": load_imagefolder,
     "npz": load_npz,
+    **SPLIT_LIST_DATASETS,  # split_lists, imagenet_lt, places_lt, inat2018 (split_lists.py)
 }
 
 
