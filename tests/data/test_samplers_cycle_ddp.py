@@ -6,6 +6,7 @@ The same run carries a :class:`~lt_lightning.callbacks.ScaleLearningRate`, which
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -98,3 +99,25 @@ def test_rank_shards_interleave_to_the_single_process_draw(tmp_path):
         for rank in range(world):
             lr = json.loads((tmp_path / f"rank{rank}_epoch{epoch}.json").read_text())["lr"]
             assert lr == pytest.approx(0.025, rel=1e-12)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_datamodule_installs_an_unshuffled_wrapper_only_under_ddp(rank):
+    """Without a process group: a stub trainer says world size 2. Lightning would wrap the training sampler with
+    ``shuffle=True`` (positions permuted by ``PL_GLOBAL_SEED + epoch``); the datamodule installs the stride itself."""
+    dm = cycle_dm()
+    assert type(dm.train_dataloader().sampler) is ClassAwareCycleSampler  # no trainer: one process
+    connector = SimpleNamespace(use_distributed_sampler=True)
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, _accelerator_connector=connector)
+    sampler = dm.train_dataloader().sampler
+    assert type(sampler) is DistributedSamplerWrapper and not sampler.shuffle
+    assert (sampler.num_replicas, sampler.rank) == (2, rank)
+    sampler.set_epoch(1)
+    reference = dm.build_sampler()
+    reference.set_epoch(1)
+    assert list(sampler) == list(reference)[rank::2]
+    connector.use_distributed_sampler = False  # the user shards (or not) on their own
+    assert type(dm.train_dataloader().sampler) is ClassAwareCycleSampler
+    connector.use_distributed_sampler = True
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, _accelerator_connector=connector)
+    assert type(dm.train_dataloader().sampler) is ClassAwareCycleSampler
