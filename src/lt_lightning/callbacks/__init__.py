@@ -6,6 +6,7 @@ from lt_lightning.callbacks.divergence import DivergenceError, DivergenceGuard
 from lt_lightning.callbacks.ekld import ExpectedKLDivergence
 from lt_lightning.callbacks.git import GenerativeInvarianceTransfer
 from lt_lightning.callbacks.hessian import ClassHessianSpectrum
+from lt_lightning.callbacks.lr_scaling import ScaleLearningRate
 from lt_lightning.callbacks.per_class import PerClassAccuracy
 from lt_lightning.callbacks.posthoc import PostHocLogitAdjustment, TauNormalization
 from lt_lightning.callbacks.predictions import PredictionWriter
@@ -24,5 +25,6 @@ __all__ = [
     "PostHocLogitAdjustment",
     "PredictionWriter",
     "PureNoiseOversampling",
+    "ScaleLearningRate",
     "TauNormalization",
 ]

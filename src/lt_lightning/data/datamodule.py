@@ -32,8 +32,9 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
 from lt_lightning.data.auxiliary import (
@@ -616,11 +617,28 @@ class LongTailDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=self._shard(sampler),
             drop_last=self.drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             collate_fn=collate,
+        )
+
+    def _shard(self, sampler: Sampler) -> Sampler:
+        """Under DDP, this rank's stride ``global[r::W]`` of the one seeded global draw.
+
+        Lightning would wrap the sampler itself, but for a training loader its ``DistributedSamplerWrapper`` gets
+        ``shuffle=True`` and permutes the positions of the list (with ``PL_GLOBAL_SEED + epoch``) before striding
+        (LIGHTNING_NOTES D.1). Installing the wrapper here with ``shuffle=False`` (Lightning leaves a
+        ``DistributedSampler`` alone) keeps the order the samplers define: the W shards interleave back to the
+        single-process list, so the union of the ranks' step-t batches is the single-process step-t batch of
+        ``W x batch_size`` (class-aware cycles, BBN pairs and the aux spread of ``aux_counts`` stay as designed).
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1 or not trainer._accelerator_connector.use_distributed_sampler:
+            return sampler
+        return DistributedSamplerWrapper(
+            sampler, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
     def _eval_loader(self, dataset: LabeledImages) -> DataLoader:
