@@ -14,6 +14,7 @@ from lt_lightning.cli import build_cli, main, with_default_classes
 from lt_lightning.generators import MUNIT_CONFIGS, MUNITGenerator, save_generator
 from lt_lightning.methods import LongTailClassifier
 from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49, write_npz
+from tests.data.fake_split_lists import write_imagenet_lt, write_inat2018, write_places_lt
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -91,6 +92,25 @@ def _write_fake(dataset: str, root: Path) -> None:
         write_imagefolder(root, n_per_class=3)
     elif dataset == "k49":
         write_k49(root, n_per_class=40)  # 30 validation images per class + reuse-filled training images
+    elif dataset == "imagenet_lt":
+        write_imagenet_lt(root, num_classes=3, per_class=(6, 4, 2))
+    elif dataset == "places_lt":
+        write_places_lt(root)
+    elif dataset == "inat2018":
+        write_inat2018(root)
+
+
+# The 224-px presets run their real backbones (ResNet-50 / ResNeXt-50 / ResNet-152) at this crop side and batch 4:
+# the config, the data path and the model are exercised, at a fraction of the CPU time of 224 px and batch 512.
+LARGE_PRESET_SIDE = 32
+LARGE_DATASETS = ("imagenet_lt", "places_lt", "inat2018")
+
+
+def _stage1_preset(dataset: str) -> str:
+    """The stage-1 preset a post-hoc preset of ``dataset`` is tested on."""
+    if dataset == "digits" or dataset in LARGE_DATASETS:
+        return f"{dataset}_ce"
+    return f"{dataset}_lt_ce"
 
 
 PRESETS = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
@@ -142,6 +162,10 @@ def test_every_preset_is_covered():
         ),
         *(f"{d}_ce_open.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
         *(f"{d}_open_sampling.yaml" for d in ("digits", "cifar10_lt", "cifar100_lt")),
+        *(f"imagenet_lt_{m}.yaml" for m in ("ce", "ce_drw", "ldam_drw", "ce_drw_sam", "ldam_drw_sam", "crt", "lws")),
+        *(f"imagenet_lt_{m}.yaml" for m in ("tau_norm", "logit_adjustment")),
+        *(f"places_lt_{m}.yaml" for m in ("ce", "crt", "lws", "tau_norm")),
+        *(f"inat2018_{m}.yaml" for m in ("ce", "ldam_drw", "ce_drw_sam", "ldam_drw_sam", "bbn", "crt", "tau_norm")),
     } <= set(PRESETS)
 
 
@@ -161,6 +185,10 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     if data["dataset"] != "digits":
         _write_fake(data["dataset"], tmp_path / "data")
         args.append(f"--data.init_args.root={tmp_path / 'data'}")
+    if data["dataset"] in LARGE_DATASETS:
+        args += [f"--data.init_args.image_size={LARGE_PRESET_SIDE}", "--data.init_args.batch_size=4"]
+        if (config.get("model") or {}).get("init_args", {}).get("backbone_kwargs", {}).get("pretrained"):
+            args.append("--model.init_args.backbone_kwargs={pretrained: false}")  # no network in tests
     if data.get("aux_dataset") == "npz":  # the user-supplied OOD pool (Open-Sampling): a tiny one, CIFAR-shaped
         write_npz(tmp_path / "ood.npz", shape=(32, 32, 3), num_classes=1, n_per_class=8)
         args.append(f"--data.init_args.aux_root={tmp_path / 'ood.npz'}")
@@ -171,7 +199,7 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
         if callback["class_path"].endswith("GenerativeInvarianceTransfer") and generator.endswith(".pt"):
             _write_tiny_generator(tmp_path / generator, data["dataset"])
     if "model" not in config:  # a post-hoc preset (a callback applied at test): test a stage-1 checkpoint with it
-        stage1_preset = "digits_ce" if data["dataset"] == "digits" else f"{data['dataset']}_lt_ce"
+        stage1_preset = _stage1_preset(data["dataset"])
         ckpt = tmp_path / "runs" / stage1_preset / "lightning_logs/version_0/checkpoints/last.ckpt"
         _write_stage1_checkpoint(ckpt, args)
         cli = build_cli(["test", *args[1:], f"--ckpt_path={ckpt}"])
