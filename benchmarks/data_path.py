@@ -117,11 +117,15 @@ def main(argv: list[str] | None = None) -> dict:
     root = args.cache / f"imagenet_lt_{args.classes}c_{args.head}h_{args.size[0]}x{args.size[1]}"
     start = time.perf_counter()
     n_train = write_tree(root, args.classes, args.head, args.ratio, tuple(args.size))
-    print(f"fake ImageNet-LT tree: {n_train} training JPEGs {args.size[0]}x{args.size[1]} at {root} "
-          f"({time.perf_counter() - start:.1f} s)")
+    print(
+        f"fake ImageNet-LT tree: {n_train} training JPEGs {args.size[0]}x{args.size[1]} at {root} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
     if n_train < args.batch * (args.batches + 1):
-        sys.exit(f"--batches {args.batches} x --batch {args.batch} needs {args.batch * (args.batches + 1)} images; "
-                 f"the tree has {n_train}: raise --head or --classes")
+        sys.exit(
+            f"--batches {args.batches} x --batch {args.batch} needs {args.batch * (args.batches + 1)} images; "
+            f"the tree has {n_train}: raise --head or --classes"
+        )
     results = {}
     print(f"{'workers':>7} {'sampler':>18} {'plain img/s':>12} {'ours img/s':>11} {'ours/plain':>10}")
     for workers in args.workers:
