@@ -137,16 +137,19 @@ def check_fits(nbytes: int, device: torch.device, what: str, free: int | None = 
     )
 
 
-def augment_seed(epoch: int, rank: int) -> int:
-    """Seed of the augmentation generator for ``epoch`` on global ``rank`` (see the module docstring).
+def augment_seed(epoch: int, rank: int, base: int | None = None) -> int:
+    """Seed of the augmentation generator for ``epoch`` on global ``rank`` (see the module docstring); ``base``
+    defaults to ``PL_GLOBAL_SEED``, else one draw from the global torch RNG.
 
     Example:
-        >>> os.environ["PL_GLOBAL_SEED"] = "7"
-        >>> augment_seed(1, 0) == augment_seed(1, 0) != augment_seed(2, 0) != augment_seed(1, 1)
+        >>> augment_seed(1, 0, base=7) == augment_seed(1, 0, base=7) != augment_seed(2, 0, base=7)
+        True
+        >>> augment_seed(1, 0, base=7) != augment_seed(1, 1, base=7)
         True
     """
-    base = os.environ.get("PL_GLOBAL_SEED")
-    base = int(base) if base is not None else int(torch.randint(0, 2**62, ()))
+    if base is None:
+        env = os.environ.get("PL_GLOBAL_SEED")
+        base = int(env) if env is not None else int(torch.randint(0, 2**62, ()))
     words = [base % 2**63, int(epoch), int(rank), AUGMENT_STREAM]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
 
