@@ -322,3 +322,21 @@ def test_cli_fast_dev_run_on_the_device(tmp_path, preset, monkeypatch):
     cli = build_cli(args)
     assert cli.trainer.state.finished and cli.datamodule.hparams.data_on_device
     assert isinstance(next(iter(cli.datamodule.train_dataloader())), IndexBatch)
+
+
+def test_posthoc_auto_tau_reads_the_device_validation_split(tmp_path):
+    """TauNormalization(tau="auto") iterates the validation loader itself: through the transfer hooks it sees the same
+    images on both paths, so it picks the same tau and reports the same test metrics."""
+    from lt_lightning.callbacks import TauNormalization
+    from lt_lightning.methods import LongTailClassifier
+
+    reference, device = _pair(dataset="digits", val_per_class=5, batch_size=64, eval_batch_size=200)
+    model = LongTailClassifier(reference.class_counts, in_chans=1)
+    cpu_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, datamodule=device)
+    results = []
+    for dm in (reference, device):
+        callback = TauNormalization(tau="auto")
+        metrics = cpu_trainer(tmp_path / str(len(results)), callbacks=[callback]).test(model, datamodule=dm)[0]
+        results.append((callback.best_tau, metrics))
+    assert results[0][0] == results[1][0]
+    assert results[0][1] == pytest.approx(results[1][1], abs=1e-6)
