@@ -279,11 +279,20 @@ def _one_warning(recwarn, match: str) -> str:
 )
 def test_unbatchable_training_falls_back_with_one_warning(recwarn, kwargs, reason):
     dm = LongTailDataModule("digits", data_on_device=True, batch_size=32, **kwargs)
-    _one_warning(recwarn, reason)
+    assert "val/test batches stay on the device" in _one_warning(recwarn, reason)
     train = next(iter(dm.train_dataloader()))
     assert not isinstance(train, IndexBatch) and train[0].dtype == torch.float32
     assert dm.on_after_batch_transfer(train, 0) is train  # passes through
     assert isinstance(next(iter(dm.test_dataloader())), IndexBatch)  # evaluation stays on the device
+
+
+def test_an_unbatchable_eval_transform_keeps_evaluation_on_the_loader_path(recwarn):
+    blur = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.GaussianBlur(3)])
+    dm = LongTailDataModule("digits", data_on_device=True, eval_transform=blur)
+    text = _one_warning(recwarn, "evaluation batches (its eval_transform: GaussianBlur after ToDtype")
+    assert "training batches stay on the device" in text
+    assert isinstance(next(iter(dm.train_dataloader())), IndexBatch)
+    assert not isinstance(next(iter(dm.val_dataloader())), IndexBatch)
 
 
 def test_a_batchable_user_transform_stays_on_the_device(recwarn):

@@ -265,6 +265,8 @@ def plan_device_data(
     data = DeviceData({s: d for s, d in splits.items() if s in recipes}, recipes, name)
     if not fallback:
         return data, None
-    kept = "; the other splits stay on the device" if recipes else ""
+    kept = ""
+    if recipes:
+        kept = "; " + ("training" if "train" in recipes else "val/test") + " batches stay on the device"
     warning = f"data_on_device=True: {name!r} keeps the normal DataLoader path for " + " and ".join(fallback) + kept
     return data, warning
