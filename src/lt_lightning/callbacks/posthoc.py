@@ -50,7 +50,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -297,7 +296,8 @@ class _TauCallback(Callback):
         try:
             with torch.no_grad(), trainer.precision_plugin.forward_context():
                 for batch in shard:
-                    batch = move_data_to_device(batch, pl_module.device)
+                    # Through the transfer hooks, as Lightning moves batches (data_on_device turns indices into images).
+                    batch = trainer.strategy.batch_to_device(batch, pl_module.device)
                     values.append(self._cache_batch(pl_module, batch[0]).float())
                     targets.append(batch[1])
         finally:

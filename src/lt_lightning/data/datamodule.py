@@ -33,7 +33,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
@@ -48,6 +48,7 @@ from lt_lightning.data.auxiliary import (
 )
 from lt_lightning.data.base import ArrayDataset
 from lt_lightning.data.datasets import DATASETS, LabeledImages, check_class_list, load_dataset, select_classes
+from lt_lightning.data.device_data import DeviceData, IndexBatch, IndexDataset, plan_device_data
 from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
 from lt_lightning.data.nuisance_lt import array_dataset, freeze_nuisance, materialise, nuisance_generator
 from lt_lightning.data.paired import PairedDataset, PairedSampler
@@ -171,6 +172,15 @@ class LongTailDataModule(L.LightningDataModule):
         dataset_kwargs: options of the dataset's loader besides ``root`` and ``download``
             (``lt_lightning.data.datasets.dataset_options(name)``), e.g. ``{"train_list": ..., "test_list": ...}``
             for ``split_lists``. Default None.
+        data_on_device: keep each split's uint8 images on the training device and serve batches by index
+            (:mod:`lt_lightning.data.device_data`): the loaders yield index batches drawn by the same samplers (DDP
+            sharding, DRS, resume unchanged, ``num_workers`` unused), and ``on_after_batch_transfer`` gathers and
+            augments them there in one batched op (crop + flip, normalise; evaluation: normalise only), equal in
+            distribution to the per-sample transforms. Needs an in-memory dataset (ValueError for image files) and
+            ``trainer.fit(..., datamodule=dm)`` (the hook runs only then). Where a transform cannot run batched
+            (``nuisance_mode="oracle"``, ``aux_dataset``, a custom transform other than resize / RandomCrop / flip /
+            ToDtype / Normalize) that part keeps the normal loader path, with one warning naming the reason.
+            Default False.
     """
 
     def __init__(
@@ -210,6 +220,7 @@ class LongTailDataModule(L.LightningDataModule):
         aux_batch_size: int | None = None,
         aux_size: int | None = None,
         dataset_kwargs: dict | None = None,
+        data_on_device: bool = False,
     ) -> None:
         super().__init__()
         # Validate names and numbers where they enter, before any file is read.
@@ -232,6 +243,8 @@ class LongTailDataModule(L.LightningDataModule):
         self._check_aux_args(aux_dataset, aux_root, aux_classes, aux_batch_size, aux_size, rebalancing_sampler)
         if not isinstance(drop_last, bool):
             raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
+        if not isinstance(data_on_device, bool):
+            raise TypeError(f"data_on_device must be a bool, got {data_on_device!r}")
         self.drop_last = drop_last
         if isinstance(label_noise, bool) or not (isinstance(label_noise, int | float) and 0 <= label_noise < 1):
             raise ValueError(f"label_noise must be in [0, 1), got {label_noise!r}")
@@ -362,7 +375,22 @@ class LongTailDataModule(L.LightningDataModule):
             self.aux_set = self._build_aux(
                 aux_dataset, root if aux_root is None else aux_root, root, classes, pool_classes, aux_classes, aux_size
             )
+        self._device_data: DeviceData | None = self._plan_device_data(train_transform) if data_on_device else None
         log.info(self.summary())
+
+    def _plan_device_data(self, user_train_transform) -> DeviceData:
+        """The splits served from the device (``data_on_device``); one warning names what stays on the loader path."""
+        reasons = {}
+        if self.nuisance is not None and self.hparams.nuisance_mode == "oracle":
+            reasons["train"] = "nuisance_mode='oracle' draws the nuisance per sample in the training transform"
+        elif self.aux_set is not None:
+            reasons["train"] = f"aux_dataset={self.hparams.aux_dataset!r} adds an aux stream (x, y, x_aux)"
+        splits = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        transforms = {"train": self.train_transform, "eval": self.eval_transform}
+        data, warning = plan_device_data(self.hparams.dataset, splits, transforms, reasons)
+        if warning is not None:
+            rank_zero_warn(warning)
+        return data
 
     @staticmethod
     def _check_aux_args(aux_dataset, aux_root, aux_classes, aux_batch_size, aux_size, rebalancing_sampler) -> None:
@@ -609,6 +637,11 @@ class LongTailDataModule(L.LightningDataModule):
             # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).
             second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
             dataset, sampler = PairedDataset(self.train_set), PairedSampler(sampler, second)
+        num_workers = self.num_workers
+        if self._device_data is not None and "train" in self._device_data.splits:
+            # Same sampler, index batches: on_after_batch_transfer gathers and augments the images on the device.
+            index_set = IndexDataset(len(self.train_set), "train")
+            dataset, collate, num_workers = index_set, index_set.collate, 0
         if self.drop_last and len(sampler) < self.batch_size:
             raise ValueError(
                 f"drop_last=True with batch_size={self.batch_size} leaves no training batch: the sampler draws "
@@ -619,8 +652,8 @@ class LongTailDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=self._shard(sampler),
             drop_last=self.drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
             collate_fn=collate,
         )
 
@@ -641,17 +674,36 @@ class LongTailDataModule(L.LightningDataModule):
             sampler, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
 
-    def _eval_loader(self, dataset: LabeledImages) -> DataLoader:
+    def _eval_loader(self, dataset: LabeledImages, split: str = "test") -> DataLoader:
+        if self._device_data is not None and split in self._device_data.splits:
+            index_set = IndexDataset(len(dataset), split)
+            return DataLoader(index_set, batch_size=self.eval_batch_size, shuffle=False, collate_fn=index_set.collate)
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val_set)
+        return self._eval_loader(self.val_set, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
+        return self._eval_loader(self.test_set, "test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_set)
+        return self._eval_loader(self.test_set, "test")
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """With ``data_on_device``: an index batch (now on the device) -> ``[x, y]`` / ``[x, y, x_r, y_r]``, gathered
+        from the device copy of its split and transformed there (:mod:`lt_lightning.data.device_data`). Any other
+        batch passes through."""
+        if not isinstance(batch, IndexBatch) or self._device_data is None:
+            return batch
+        trainer = self.trainer
+        epoch, rank = (trainer.current_epoch, trainer.global_rank) if trainer is not None else (0, 0)
+        out = self._device_data.batch(batch, epoch, rank)
+        # The loader path's float batches go through the precision plugin's convert_input before the transfer.
+        return trainer.precision_plugin.convert_input(out) if trainer is not None else out
+
+    def teardown(self, stage: str) -> None:
+        if self._device_data is not None:
+            self._device_data.clear()  # free the device copies between trainer.fit / test calls
 
 
 @rank_zero_only
