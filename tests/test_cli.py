@@ -129,6 +129,9 @@ def _write_stage1_checkpoint(path: Path, preset_args: list[str]) -> None:
     stage1_preset = EXAMPLES / f"{path.relative_to(path.parents[4]).parts[0]}.yaml"
     assert stage1_preset.is_file(), f"the stage-2 checkpoint path names no preset: {path}"
     args = [a if not a.startswith("--config=") else f"--config={stage1_preset}" for a in preset_args if a != "fit"]
+    stage1_model = yaml.safe_load(stage1_preset.read_text())["model"].get("init_args", {})
+    if stage1_model.get("backbone_kwargs", {}).get("pretrained"):
+        args.append("--model.init_args.backbone_kwargs={pretrained: false}")  # no network in tests
     cli = build_cli(args, run=False)
     cli.trainer.strategy.connect(cli.model)
     path.parent.mkdir(parents=True, exist_ok=True)

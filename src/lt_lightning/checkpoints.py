@@ -99,9 +99,14 @@ def import_module_class(class_path: str, argument: str = "module_class") -> type
 def build_module(class_path: str, hyper_parameters: dict[str, Any], argument: str = "module_class") -> Any:
     """A fresh ``class_path`` module from a checkpoint's ``hyper_parameters`` (keys starting with ``_``, which the
     LightningCLI adds, are dropped, and so are those the class's ``__init__`` does not take unless it has
-    ``**kwargs``: a subclass records its base class's arguments too). The weights are not loaded."""
+    ``**kwargs``: a subclass records its base class's arguments too). The weights are not loaded: the caller loads
+    the checkpoint's, so ``backbone_kwargs.pretrained`` is turned off (no download of weights about to be replaced).
+    """
     cls = import_module_class(class_path, argument)
     kwargs = {k: v for k, v in (hyper_parameters or {}).items() if not k.startswith("_")}
+    backbone_kwargs = kwargs.get("backbone_kwargs")
+    if isinstance(backbone_kwargs, dict) and backbone_kwargs.get("pretrained"):
+        kwargs["backbone_kwargs"] = {**backbone_kwargs, "pretrained": False}
     parameters = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in parameters}
