@@ -200,6 +200,7 @@ class BothPaths(LongTailDataModule):
         self.twin = LongTailDataModule(**kwargs)
 
     def train_dataloader(self):
+        self.twin.trainer = self.trainer  # the twin shards its sampler for this trainer's ranks too
         return {"device": super().train_dataloader(), "loader": self.twin.train_dataloader()}
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
