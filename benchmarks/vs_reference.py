@@ -53,7 +53,7 @@ from lt_lightning.models import resnet32
 from lt_lightning.optim import WarmupMultiStepLR
 from lt_lightning.optim.schedulers import warmup_multistep_factor
 
-BATCH, EVAL_BATCH, LR, DRW_EPOCH = 128, 100, 0.1, 160
+LR, DRW_EPOCH = 0.1, 160
 
 
 def write_fake_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> None:
@@ -76,10 +76,13 @@ def write_fake_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed
         pickle.dump({"label_names": names}, f, protocol=2)
 
 
+BATCH = {"train": 128, "eval": 100}  # the reference's; --batch / --eval-batch change them (smoke tests)
+
+
 def datamodule(root: Path, workers: int, on_device: bool) -> LongTailDataModule:
     kwargs = {"data_on_device": True} if on_device else {}
     return LongTailDataModule(
-        "cifar10", root=root, imbalance_ratio=100, batch_size=BATCH, eval_batch_size=EVAL_BATCH,
+        "cifar10", root=root, imbalance_ratio=100, batch_size=BATCH["train"], eval_batch_size=BATCH["eval"],
         num_workers=0 if on_device else workers, **kwargs,
     )  # fmt: skip
 
@@ -110,10 +113,12 @@ class ReferenceRun:
         pool_index = dm.train_indices  # the pool images the split kept, in the split's order
         pin = device == "cuda"
         self.train_loader = DataLoader(
-            Subset(train_full, pool_index.tolist()), batch_size=BATCH, shuffle=True, num_workers=workers,
+            Subset(train_full, pool_index.tolist()), batch_size=BATCH["train"], shuffle=True, num_workers=workers,
             pin_memory=pin, persistent_workers=False,
         )  # fmt: skip
-        self.test_loader = DataLoader(test, batch_size=EVAL_BATCH, shuffle=False, num_workers=workers, pin_memory=pin)
+        self.test_loader = DataLoader(
+            test, batch_size=BATCH["eval"], shuffle=False, num_workers=workers, pin_memory=pin
+        )
         self.device = device
         self.model = resnet32(num_classes=10, head="cosine").to(device)
         self.criterion = LDAMLoss(self.counts).to(device)
@@ -221,10 +226,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     parser.add_argument("--full", action="store_true", help="full runs of (a) and (c): wall time and accuracy")
     parser.add_argument("--full-epochs", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=128, help="training batch (the reference's 128)")
+    parser.add_argument("--eval-batch", type=int, default=100, help="test batch (the reference's 100)")
+    parser.add_argument("--fake-per-class", type=int, default=5000, help="training images per class of a fake set")
     args = parser.parse_args(argv)
+    BATCH.update(train=args.batch, eval=args.eval_batch)
     if not (args.root / "cifar-10-batches-py" / "batches.meta").is_file():
         print(f"no CIFAR-10 under {args.root}: writing a fake set in its format (timings only)")
-        write_fake_cifar10(args.root)
+        write_fake_cifar10(args.root, n_train=args.fake_per_class, n_test=max(args.fake_per_class // 5, 1))
     if args.full:
         return full_runs(args)
     per_epoch: dict[str, list[float]] = {v: [] for v in args.variants}
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
             images[variant] += [n / t for n, t in zip(seen[1:], times[1:], strict=True)]
     names = {"a": "(a) reference loop", "b": "(b) lt-lightning, loader", "c": "(c) lt-lightning, on device"}
     limits = f"{args.limit_batches}/{args.limit_eval_batches}"
-    print(f"\n{args.device}, batch {BATCH}, workers {args.workers}, batch limits (train/test) {limits}")
+    print(f"\n{args.device}, batch {args.batch}, workers {args.workers}, batch limits (train/test) {limits}")
     print(f"{'variant':<30} {'s / epoch':>10} {'train img/s':>12} {'vs (a)':>8}")
     result = {}
     for v in args.variants:
