@@ -172,6 +172,7 @@ class ImageFileDataset(LabeledImages):
         self.mode = mode
 
     def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as a uint8 ``(C, H, W)`` tensor (colour images: a channels-last view, not contiguous)."""
         path = self.paths[int(i)]
         try:
             with Image.open(path) as img:
@@ -180,8 +181,10 @@ class ImageFileDataset(LabeledImages):
             raise FileNotFoundError(f"image file {path} does not exist") from None
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise OSError(f"cannot decode image file {path}: {err}") from err
-        chw = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(chw))
+        pixels = torch.from_numpy(array)  # a fresh array per read: transforms may write into it
+        # (C, H, W) as a view of the decoded (H, W, C) pixels, not a copy: torch's uint8 resize (RandomResizedCrop,
+        # Resize) is about 3x faster on this channels-last layout than on a contiguous CHW copy (benchmarks/README).
+        return pixels[None] if array.ndim == 2 else pixels.permute(2, 0, 1)
 
     def _take(self, indices: np.ndarray, transform: Callable | None) -> ImageFileDataset:
         return ImageFileDataset(self.paths.take(indices), self.targets[indices], transform, self.mode)
