@@ -159,8 +159,12 @@ class DBNMix(LongTailClassifier):
             ``lam L(z, y1) + (1 - lam) L(z, y2)``, which equals the soft-target loss for losses affine in the target.
         **kwargs: any other ``LongTailClassifier`` argument. ``optimizer`` / ``lr_scheduler`` left ``None`` give the
             official recipe (module docstring). DRW (the reference's ``--train-rule DRW``): add
-            :class:`~lt_lightning.callbacks.DeferredReweighting`.
+            :class:`~lt_lightning.callbacks.DeferredReweighting`. ``channels_last`` / ``compile_backbone`` apply to
+            both branches (``IMAGE_ENTRY_POINTS``).
     """
+
+    # Training runs the two mixed batches through these two, inference through classifier_features.
+    IMAGE_ENTRY_POINTS = ("cb_logits", "rb_logits", "classifier_features")
 
     def __init__(
         self,
