@@ -132,6 +132,14 @@ def read_values(tensors: Sequence[Tensor]) -> list[float]:
         return []
     device = tensors[0].device
     dtype = reduce(torch.promote_types, (t.dtype for t in tensors))
+    if dtype.is_floating_point and any(not t.is_floating_point() for t in tensors):
+        if device.type == "mps":  # no float64 there: integers and floats read apart
+            ints = [i for i, t in enumerate(tensors) if not t.is_floating_point()]
+            values = dict(zip(ints, read_values([tensors[i] for i in ints]), strict=True))
+            rest = [i for i in range(len(tensors)) if i not in values]
+            values |= dict(zip(rest, read_values([tensors[i] for i in rest]), strict=True))
+            return [values[i] for i in range(len(tensors))]
+        dtype = torch.float64  # integers (the non-finite record's codes) stay exact up to 2**53
     return torch.stack([t.detach().reshape(()).to(device=device, dtype=dtype) for t in tensors]).tolist()
 
 
@@ -167,12 +175,22 @@ class NonFiniteLossRecord:
         """Whether something was recorded since the last :meth:`read` (a host-side flag: no read)."""
         return self._epoch is not None
 
+    def take(self) -> list[Tensor]:
+        """The recorded device tensors (none if nothing was recorded) for :meth:`describe` after a read; resets."""
+        if self._epoch is None or self._code is None:
+            return []
+        tensors, self._epoch, self._code = [self._epoch, self._code], None, None
+        return tensors
+
     def read(self) -> str | None:
         """One host read: a description of the first non-finite loss (epoch, global step, batch), or None; resets."""
-        if self._epoch is None or self._code is None:
+        return self.describe(read_values(self.take()))
+
+    def describe(self, values: Sequence[float]) -> str | None:
+        """The first non-finite loss from the read values of :meth:`take`, or None."""
+        if not values:
             return None
-        epoch, code = (int(v) for v in read_values([self._epoch, self._code]))
-        self._epoch = self._code = None
+        epoch, code = (int(v) for v in values)
         if epoch < 0:
             return None
         detail = self._details[code % _DETAIL_SPAN] if code % _DETAIL_SPAN < len(self._details) else ""
@@ -180,8 +198,8 @@ class NonFiniteLossRecord:
         return f"epoch {epoch}, global step {step}, batch {batch}{detail}"
 
 
-_BATCH_SPAN = 2**24
-_DETAIL_SPAN = 2**6
+_BATCH_SPAN = 2**20
+_DETAIL_SPAN = 2**4
 
 
 def _loss_of(outputs: Any) -> Tensor | None:
@@ -287,8 +305,10 @@ class DivergenceGuard(Callback):
             record = None
         if not self._pending and (record is None or not record.pending):
             return
-        reason, at = self._observe_pending(read_values([loss for loss, _ in self._pending]))
-        first_bad = record.read() if record is not None else None
+        recorded = record.take() if record is not None else []
+        values = read_values([loss for loss, _ in self._pending] + recorded)  # the one host read of the check
+        reason, at = self._observe_pending(values[: len(values) - len(recorded)])
+        first_bad = record.describe(values[len(values) - len(recorded) :]) if record is not None else None
         if reason is None and first_bad is not None:
             reason = f"a non-finite training loss at {first_bad}"
         self._stop_if(trainer, reason, at)

@@ -259,7 +259,7 @@ class LongTailClassifier(L.LightningModule):
         On the CPU it raises at once. On an accelerator reading the loss would synchronise the device every step, so
         the first non-finite loss is recorded on the device (:attr:`non_finite_loss`) and reported at the divergence
         guard's next check, or, without a guard, before the next checkpoint is written and at the end of training."""
-        if loss.device.type != "cpu":
+        if not host_reads_are_free(loss):
             self.non_finite_loss.record(loss, self.current_epoch, self.global_step, batch_idx, detail)
             return
         if not torch.isfinite(loss).all():
@@ -398,6 +398,11 @@ class LongTailClassifier(L.LightningModule):
     def loss_module(self) -> ClassCountLoss | nn.Module:
         """The loss in use (callbacks such as ``DeferredReweighting`` set its class weights)."""
         return self.criterion
+
+
+def host_reads_are_free(tensor: Tensor) -> bool:
+    """Whether reading ``tensor`` on the host costs nothing (a CPU tensor), rather than a device synchronisation."""
+    return tensor.device.type == "cpu"
 
 
 def check_compile_available() -> None:
