@@ -299,6 +299,8 @@ class DBNMix(LongTailClassifier):
             )
         x, y, x_b, y_b = batch[:4]
         lam, perm = self.mixup_draw(x.shape[0])
+        if x.is_cuda:  # a plain copy from pageable memory would wait for the GPU's queue every step
+            perm = perm.pin_memory().to(x.device, non_blocking=True)
         perm = perm.to(x.device)
         x_cb, t_cb, x_rb, t_rb = bilateral_mixup(x, y, x_b, y_b, lam, perm, self.num_classes)
         z_cb, z_rb = self.cb_logits(x_cb), self.rb_logits(x_rb)
