@@ -49,11 +49,34 @@ def test_every_overlay_is_covered():
     assert sorted(p.name for p in OVERLAYS.glob("*.yaml")) == sorted(EXPECTED)
 
 
+# Appended to the preset's callbacks: Lightning reads the bar's metrics at every refresh (a GPU sync each time).
+PROGRESS_BAR = [{"class_path": "lightning.pytorch.callbacks.TQDMProgressBar", "init_args": {"refresh_rate": 50}}]
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_overlay_is_trainer_only_with_the_documented_settings(name):
     text = (OVERLAYS / name).read_text()
-    assert yaml.safe_load(text) == {"trainer": EXPECTED[name]}
+    assert yaml.safe_load(text) == {"trainer": {**EXPECTED[name], "callbacks+": PROGRESS_BAR}}
     assert "batch_size" in text and "global" in text  # the header says how the global batch is formed
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_overlay_appends_a_slow_progress_bar_and_keeps_the_presets_callbacks(tmp_path, name):
+    args = ["--config", str(EXAMPLES / "cifar100_lt_ce_drw.yaml"), "--config", str(OVERLAYS / name)]
+    config = build_cli(["--config", str(EXAMPLES / "digits_ce.yaml"), *QUIET], run=False).parser.parse_args(args)
+    paths = [cb.class_path for cb in config.trainer.callbacks]
+    assert paths == ["lt_lightning.callbacks.DeferredReweighting", "lightning.pytorch.callbacks.TQDMProgressBar"]
+    assert config.trainer.callbacks[1].init_args.refresh_rate == 50
+
+
+def test_overlay_progress_bar_is_dropped_when_the_bar_is_off(tmp_path):
+    # Lightning refuses a progress-bar callback with enable_progress_bar=False; the CLI leaves it out instead.
+    base = ["--config", str(EXAMPLES / "digits_ce.yaml"), "--config", str(OVERLAYS / "gpu1.yaml"), *ON_CPU]
+    off = build_cli([*base, f"--trainer.default_root_dir={tmp_path}", *QUIET], run=False)
+    assert not any(type(cb).__name__ == "TQDMProgressBar" for cb in off.trainer.callbacks)
+    on = build_cli([*base, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_model_summary=false"], run=False)
+    (bar,) = [cb for cb in on.trainer.callbacks if type(cb).__name__ == "TQDMProgressBar"]
+    assert bar.refresh_rate == 50
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

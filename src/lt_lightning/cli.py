@@ -26,6 +26,7 @@ what it accepts, not a traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import warnings
@@ -70,6 +71,15 @@ class LongTailCLI(LightningCLI):
         if ckpt_path and getattr(data, "class_path", None) == INFERENCE_DATA and data.init_args.checkpoint is None:
             data.init_args.checkpoint = str(ckpt_path)
 
+    def before_instantiate_classes(self) -> None:
+        # The GPU trainer overlays append a TQDMProgressBar (refresh_rate 50); Lightning refuses a progress-bar
+        # callback together with enable_progress_bar=False, so a run that turns the bar off drops that entry.
+        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is None or trainer.get("enable_progress_bar") is not False or not trainer.get("callbacks"):
+            return
+        trainer.callbacks = [cb for cb in trainer.callbacks if not _is_progress_bar(cb)]
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -99,6 +109,23 @@ class LongTailCLI(LightningCLI):
         for callback in self.trainer.checkpoint_callbacks:
             if getattr(callback, "save_last", False) is None:
                 callback.save_last = True
+
+
+def _is_progress_bar(callback: Any) -> bool:
+    """Whether a ``trainer.callbacks`` entry (``class_path`` + ``init_args``, or an instance) is a progress bar."""
+    from lightning.pytorch.callbacks.progress import ProgressBar
+
+    if isinstance(callback, ProgressBar):
+        return True
+    class_path = getattr(callback, "class_path", None)
+    if not isinstance(class_path, str) or "." not in class_path:
+        return False
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, ProgressBar)
 
 
 # The classes used when the command line and its config files name none (the embedded default). They are added as

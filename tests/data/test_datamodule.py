@@ -443,3 +443,23 @@ def test_profile_none_with_too_large_val_per_class(tmp_path):
         LongTailDataModule("npz", root=tmp_path / "d.npz", profile="none", val_per_class=10)
     dm = LongTailDataModule("npz", root=tmp_path / "d.npz", profile="none", val_per_class=9)
     assert dm.class_counts == (21, 11, 1) and len(dm.val_set) == 27
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_settings_pin_memory_on_cuda_only_and_persistent_eval_workers(num_workers):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    dm = LongTailDataModule("digits", batch_size=32, num_workers=num_workers)
+    loaders = lambda: [dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()]  # noqa: E731
+    assert [loader.pin_memory for loader in loaders()] == [False] * 4  # no trainer
+    assert [loader.persistent_workers for loader in loaders()] == [num_workers > 0] * 4
+    dm.trainer = SimpleNamespace(accelerator=CPUAccelerator(), world_size=1)
+    assert [loader.pin_memory for loader in loaders()] == [False] * 4  # never on the CPU
+    dm.trainer = SimpleNamespace(accelerator=CUDAAccelerator(), world_size=1)  # a stub: no CUDA needed
+    assert [loader.pin_memory for loader in loaders()] == [True] * 4
+    device = LongTailDataModule("digits", batch_size=32, num_workers=num_workers, data_on_device=True)
+    device.trainer = dm.trainer
+    index_loaders = [device.train_dataloader(), device.val_dataloader(), device.test_dataloader()]
+    assert [(ld.pin_memory, ld.num_workers, ld.persistent_workers) for ld in index_loaders] == [(False, 0, False)] * 3

@@ -33,6 +33,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
@@ -114,7 +115,9 @@ class LongTailDataModule(L.LightningDataModule):
             iNaturalist 2018: its val list, which is also its test set), else on the test set, as the reference code
             does. Which one is used is in ``val_source`` (``pool``, ``given`` or ``test``) and the split report.
         batch_size: training batch size; ``eval_batch_size`` defaults to it.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers. With workers, every loader keeps them between epochs
+            (``persistent_workers``), evaluation loaders included; batches are read into pinned memory
+            (``pin_memory``) when the trainer runs on CUDA, never on the CPU. ``data_on_device`` loaders use neither.
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
             (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer),
             ``class_aware_cycle`` (the official classifier-balancing ``ClassAwareSampler``: a shuffled cycle of the
@@ -637,11 +640,11 @@ class LongTailDataModule(L.LightningDataModule):
             # The second stream draws with seed + 1_000_003 + e, never one of the first stream's seeds (seed + e).
             second = self.build_sampler(self.rebalancing_sampler, seed_offset=1_000_003)
             dataset, sampler = PairedDataset(self.train_set), PairedSampler(sampler, second)
-        num_workers = self.num_workers
+        num_workers, pin_memory = self.num_workers, self._pin_memory()
         if self._device_data is not None and "train" in self._device_data.splits:
             # Same sampler, index batches: on_after_batch_transfer gathers and augments the images on the device.
             index_set = IndexDataset(len(self.train_set), "train")
-            dataset, collate, num_workers = index_set, index_set.collate, 0
+            dataset, collate, num_workers, pin_memory = index_set, index_set.collate, 0, False
         if self.drop_last and len(sampler) < self.batch_size:
             raise ValueError(
                 f"drop_last=True with batch_size={self.batch_size} leaves no training batch: the sampler draws "
@@ -654,8 +657,13 @@ class LongTailDataModule(L.LightningDataModule):
             drop_last=self.drop_last,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
+            pin_memory=pin_memory,
             collate_fn=collate,
         )
+
+    def _pin_memory(self) -> bool:
+        """Pinned host memory (faster, asynchronous host-to-GPU copies) only when the trainer runs on CUDA."""
+        return self.trainer is not None and isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator)
 
     def _shard(self, sampler: Sampler) -> Sampler:
         """Under DDP, this rank's stride ``global[r::W]`` of the one seeded global draw.
@@ -678,7 +686,14 @@ class LongTailDataModule(L.LightningDataModule):
         if self._device_data is not None and split in self._device_data.splits:
             index_set = IndexDataset(len(dataset), split)
             return DataLoader(index_set, batch_size=self.eval_batch_size, shuffle=False, collate_fn=index_set.collate)
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set, "val")

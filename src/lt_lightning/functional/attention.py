@@ -67,7 +67,8 @@ def attentional_weights(
     """Per-sample weights ``p_i`` (detached) and the updated ``log u``.
 
     Args:
-        losses: per-sample losses ``(B,)``; must be finite.
+        losses: per-sample losses ``(B,)``; must be finite (checked on the CPU; on accelerators, where the check
+            would cost a device synchronisation per step, a non-finite loss shows as a non-finite result).
         lam: temperature lambda (non-zero).
         log_u: current ``log u`` (``-inf`` before the first step), a 0-d tensor.
         gamma: moving-average rate in (0, 1].
@@ -80,7 +81,9 @@ def attentional_weights(
     losses = losses.detach().to(torch.float64)  # float64: exp(l / lambda) ratios near the extremes stay exact
     if losses.ndim != 1 or losses.numel() == 0:
         raise ValueError(f"losses must be a non-empty 1-D tensor of per-sample losses, got shape {tuple(losses.shape)}")
-    if not torch.isfinite(losses).all():
+    # Checked where reading costs nothing (CPU). On an accelerator the check would synchronise the device every step;
+    # a non-finite loss there makes the weights and the training loss non-finite, which the divergence guard reports.
+    if losses.device.type == "cpu" and not torch.isfinite(losses).all():
         bad = torch.nonzero(~torch.isfinite(losses)).flatten()[:5].tolist()
         raise ValueError(f"per-sample losses must be finite; samples {bad} are not (reduce the learning rate)")
     if log_mean_exp is None:

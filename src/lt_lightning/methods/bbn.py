@@ -72,8 +72,12 @@ class BBN(LongTailClassifier):
         alpha_form: ``code`` (1 - ((T-1)/T_max)^2, the official combiner) or ``paper`` (1 - (T/T_max)^2).
         **kwargs: any other ``LongTailClassifier`` argument (optimizer, lr_scheduler, loss, ...). The loss is plain
             CE in the official runs. ``optimizer`` / ``lr_scheduler`` left ``None`` give the official recipe (see
-            the module docstring), not the generic ``LongTailClassifier`` one.
+            the module docstring), not the generic ``LongTailClassifier`` one. ``channels_last`` /
+            ``compile_backbone`` apply to both branches (``IMAGE_ENTRY_POINTS``).
     """
+
+    # Training runs the two streams through these two, inference through classifier_features (compile_backbone).
+    IMAGE_ENTRY_POINTS = ("conventional_features", "rebalancing_features", "classifier_features")
 
     def __init__(
         self,

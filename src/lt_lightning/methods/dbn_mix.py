@@ -159,8 +159,12 @@ class DBNMix(LongTailClassifier):
             ``lam L(z, y1) + (1 - lam) L(z, y2)``, which equals the soft-target loss for losses affine in the target.
         **kwargs: any other ``LongTailClassifier`` argument. ``optimizer`` / ``lr_scheduler`` left ``None`` give the
             official recipe (module docstring). DRW (the reference's ``--train-rule DRW``): add
-            :class:`~lt_lightning.callbacks.DeferredReweighting`.
+            :class:`~lt_lightning.callbacks.DeferredReweighting`. ``channels_last`` / ``compile_backbone`` apply to
+            both branches (``IMAGE_ENTRY_POINTS``).
     """
+
+    # Training runs the two mixed batches through these two, inference through classifier_features.
+    IMAGE_ENTRY_POINTS = ("cb_logits", "rb_logits", "classifier_features")
 
     def __init__(
         self,
@@ -295,6 +299,8 @@ class DBNMix(LongTailClassifier):
             )
         x, y, x_b, y_b = batch[:4]
         lam, perm = self.mixup_draw(x.shape[0])
+        if x.is_cuda:  # a plain copy from pageable memory would wait for the GPU's queue every step
+            perm = perm.pin_memory().to(x.device, non_blocking=True)
         perm = perm.to(x.device)
         x_cb, t_cb, x_rb, t_rb = bilateral_mixup(x, y, x_b, y_b, lam, perm, self.num_classes)
         z_cb, z_rb = self.cb_logits(x_cb), self.rb_logits(x_rb)

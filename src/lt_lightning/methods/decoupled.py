@@ -122,6 +122,9 @@ class ClassifierRetraining(LongTailClassifier):
         divergence_factor: see :class:`LongTailClassifier`.
         stage1: filled in automatically (the stage-1 class path and hyper-parameters, so a stage-2 checkpoint
             rebuilds without the stage-1 file); leave it unset.
+        divergence_check_every_n_steps: see :class:`LongTailClassifier`.
+        channels_last: see :class:`LongTailClassifier` (converts the frozen stage-1 model too).
+        compile_backbone: see :class:`LongTailClassifier` (compiles the frozen features and the new head).
     """
 
     def __init__(
@@ -140,6 +143,9 @@ class ClassifierRetraining(LongTailClassifier):
         in_chans: int | None = None,
         divergence_factor: float | None = 1e3,
         stage1: dict[str, Any] | None = None,
+        divergence_check_every_n_steps: int | None = None,
+        channels_last: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -186,6 +192,9 @@ class ClassifierRetraining(LongTailClassifier):
             lr_scheduler=lr_scheduler,
             class_names=class_names,
             divergence_factor=divergence_factor,
+            divergence_check_every_n_steps=divergence_check_every_n_steps,
+            channels_last=channels_last,
+            compile_backbone=compile_backbone,
         )
         self.hparams["stage1"] = record
         self.preprocessing = getattr(trained, "preprocessing", None)
