@@ -62,7 +62,7 @@ class Timer(L.Callback):
             self.times.append(time.perf_counter() - self._t)
 
 
-def time_method(name: str, steps: int, warmup: int) -> float:
+def time_method(name: str, steps: int, warmup: int, accelerator: str = "cpu", precision: str = "32-true") -> float:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH * (steps + warmup), 3, 32, 32, generator=g)
@@ -71,8 +71,9 @@ def time_method(name: str, steps: int, warmup: int) -> float:
     timer = Timer(warmup)
     # max_epochs=2 keeps BBN's alpha schedule defined; max_steps stops after the one epoch of timed steps.
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
+        precision=precision,
         max_epochs=2,
         max_steps=steps + warmup,
         **QUIET_TRAINER,
@@ -89,13 +90,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu")
+    parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed")
     args = parser.parse_args()
     names = ["CE", *[m for m in args.methods if m != "CE"]]
     times = {name: [] for name in names}
     for _ in range(args.repeats):
         for name in names:
-            times[name].append(time_method(name, args.steps, args.warmup))
-    print(f"cpu threads={torch.get_num_threads()} steps={args.steps} repeats={args.repeats} (median of per-step times)")
+            times[name].append(time_method(name, args.steps, args.warmup, args.accelerator, args.precision))
+    setting = f"{args.accelerator} {args.precision} threads={torch.get_num_threads()}"
+    print(f"{setting} steps={args.steps} repeats={args.repeats} (median of per-step times)")
     print("| method | s/step | ratio to CE | per-repeat ratios |")
     print("|---|---|---|---|")
     base = statistics.median(times["CE"])
