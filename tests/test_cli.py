@@ -174,6 +174,33 @@ def test_every_preset_is_covered():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
+    _fast_dev_run_preset(tmp_path, preset, monkeypatch)
+
+
+# Presets of the in-memory datasets, which data_on_device serves. Every one of them runs with the flag in the slow
+# suite (make test-slow); the default run takes one per kind of pipeline: paired streams + SAM, a batch-mixing
+# callback, a static nuisance with GIT's generator callback, and a stage-2 model on a frozen stage-1 checkpoint.
+def _preset_dataset(preset: str) -> str:
+    return yaml.safe_load((EXAMPLES / preset).read_text())["data"]["init_args"]["dataset"]
+
+
+ON_DEVICE_PRESETS = [p for p in PRESETS if _preset_dataset(p) in ("digits", "cifar10", "cifar100", "k49")]
+ON_DEVICE_DEFAULT = ("digits_ldam_drw_sam.yaml", "digits_ce_drw_cmo.yaml", "k49_bg_lt_ce_drs_git.yaml")
+ON_DEVICE_DEFAULT += ("digits_crt.yaml",)
+
+
+@pytest.mark.parametrize(
+    "preset", [p if p in ON_DEVICE_DEFAULT else pytest.param(p, marks=pytest.mark.slow) for p in ON_DEVICE_PRESETS]
+)
+def test_preset_fast_dev_run_with_data_on_device(tmp_path, preset, monkeypatch):
+    _fast_dev_run_preset(tmp_path, preset, monkeypatch, "--data.init_args.data_on_device=true")
+
+
+def test_the_on_device_presets_of_the_default_run_exist():
+    assert set(ON_DEVICE_DEFAULT) <= set(ON_DEVICE_PRESETS)
+
+
+def _fast_dev_run_preset(tmp_path, preset, monkeypatch, *extra: str) -> None:
     config = yaml.safe_load((EXAMPLES / preset).read_text())
     data = config["data"]["init_args"]
     args = [
@@ -184,6 +211,7 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
         f"--trainer.default_root_dir={tmp_path}",
         "--data.init_args.num_workers=0",
         *QUIET,
+        *extra,
     ]
     if data["dataset"] != "digits":
         _write_fake(data["dataset"], tmp_path / "data")
@@ -229,6 +257,8 @@ def test_preset_fast_dev_run(tmp_path, preset, monkeypatch):
     cli = build_cli(args)
     assert cli.trainer.state.finished
     assert cli.model.num_classes == cli.datamodule.num_classes
+    if "--data.init_args.data_on_device=true" in extra:
+        assert cli.datamodule.hparams.data_on_device
     if logger and "Wandb" in logger["class_path"]:
         assert list(tmp_path.rglob("offline-run-*")), os.listdir(tmp_path)
 
