@@ -350,3 +350,12 @@ def test_posthoc_auto_tau_reads_the_device_validation_split(tmp_path):
         results.append((callback.best_tau, metrics))
     assert results[0][0] == results[1][0]
     assert results[0][1] == pytest.approx(results[1][1], abs=1e-6)
+
+
+def test_evaluation_batches_default_large_on_the_device():
+    """Without ``eval_batch_size``, the device path evaluates in batches of max(batch_size, 1024); given, it wins;
+    the loader path keeps the training batch size."""
+    assert LongTailDataModule("digits", batch_size=64, data_on_device=True).eval_batch_size == 1024
+    assert LongTailDataModule("digits", batch_size=2048, data_on_device=True).eval_batch_size == 2048
+    assert LongTailDataModule("digits", batch_size=64, eval_batch_size=10, data_on_device=True).eval_batch_size == 10
+    assert LongTailDataModule("digits", batch_size=64).eval_batch_size == 64

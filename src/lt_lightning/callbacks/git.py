@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lt_lightning.callbacks.deferred import DeferredResampling, DeferredReweighting
-from lt_lightning.callbacks.preprocessing import datamodule_normalisation
+from lt_lightning.callbacks.preprocessing import cached_on_device, datamodule_normalisation
 from lt_lightning.data.nuisance import NUISANCES, RotationNuisance
 from lt_lightning.generators.oracle import OracleGenerator
 
@@ -154,12 +154,14 @@ class GenerativeInvarianceTransfer(Callback):
         self._class_probability: Tensor | None = None
         self._checked = False
         self._warned_empty = False
+        self._on_device: dict = {}  # constants copied to the device once (cached_on_device)
 
     # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._on_device = {}
         if self.mean is None:
             need = "GenerativeInvarianceTransfer needs the inputs' normalisation"
             self.mean, self.std = datamodule_normalisation(trainer, need)
@@ -228,7 +230,12 @@ class GenerativeInvarianceTransfer(Callback):
                 continue
             slots = torch.arange(len(x) - k, len(x), device=device)
             if class_probability is not None:
-                keep = torch.rand(k, generator=rng, device=device) < class_probability.to(device)[y[slots]]
+                gate = (  # the callback's own gate is copied once; one passed by a direct caller as given
+                    cached_on_device(self._on_device, "class_probability", class_probability, device)
+                    if class_probability is self._class_probability
+                    else class_probability.to(device)
+                )
+                keep = torch.rand(k, generator=rng, device=device) < gate[y[slots]]
                 slots = slots[keep]
             fresh = self._generate(x[slots], rng)
             x[slots] = fresh.to(x.dtype)
@@ -236,8 +243,8 @@ class GenerativeInvarianceTransfer(Callback):
         return total
 
     def _generate(self, x: Tensor, rng: torch.Generator) -> Tensor:
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        mean = cached_on_device(self._on_device, "mean", self.mean, x.device).view(1, -1, 1, 1)
+        std = cached_on_device(self._on_device, "std", self.std, x.device).view(1, -1, 1, 1)
         if x.shape[1] != mean.shape[1]:
             raise ValueError(f"GenerativeInvarianceTransfer: batch has {x.shape[1]} channels, mean/std {mean.shape[1]}")
         with torch.no_grad():

@@ -50,7 +50,7 @@ from typing_extensions import override
 
 from lt_lightning.callbacks.deferred import DeferredResampling
 from lt_lightning.callbacks.git import STREAMS, step_seed
-from lt_lightning.callbacks.preprocessing import datamodule_normalisation
+from lt_lightning.callbacks.preprocessing import cached_on_device, datamodule_normalisation
 from lt_lightning.models.dar_bn import convert_dar_bn, has_dar_bn, reset_dar_bn_masks, set_dar_bn_masks
 from lt_lightning.schedules import default_switch_epoch, training_horizon
 
@@ -161,12 +161,14 @@ class PureNoiseOversampling(Callback):
         self.noise_masks: list[Tensor | None] | None = None
         self._probability: Tensor | None = None
         self._routing = False
+        self._on_device: dict = {}  # constants copied to the device once (cached_on_device)
 
     # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._on_device = {}
         if self.mean is None:
             need = "PureNoiseOversampling needs the data's per-channel mean and std (the noise's statistics)"
             self.mean, self.std = datamodule_normalisation(trainer, need)
@@ -268,7 +270,7 @@ class PureNoiseOversampling(Callback):
             raise RuntimeError("PureNoiseOversampling.replace before setup: call trainer.fit with the callback")
         device = batch[0].device
         rng = torch.Generator(device=device).manual_seed(seed)
-        probability = self._probability.to(device)
+        probability = cached_on_device(self._on_device, "probability", self._probability, device)
         masks: list[Tensor | None] = []
         for number, i in enumerate(range(0, len(batch) - 1, 2)):
             x, y = batch[i], batch[i + 1]
@@ -285,12 +287,12 @@ class PureNoiseOversampling(Callback):
         return masks
 
     def _noise_inputs(self, count: int, shape: Sequence[int], rng: torch.Generator, device: torch.device) -> Tensor:
-        noise = pure_noise(count, shape, self.mean, self.std, rng, device)
+        mean = cached_on_device(self._on_device, "mean", self.mean, device)
+        std = cached_on_device(self._on_device, "std", self.std, device)
+        noise = pure_noise(count, shape, mean, std, rng, device)
         if self.noise_space == "normalized":
             return noise  # the reproduction's quirk: raw [0, 1] noise next to normalised images
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        return (noise - mean) / std
+        return (noise - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
     @property
     def noise_mask(self) -> Tensor | None:

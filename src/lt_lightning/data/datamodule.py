@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 # Pools that are balanced benchmarks: without an explicit profile they are cut exponentially (the CIFAR-LT recipe).
 # Every other pool (a user's own folder or npz, K49, GTSRB) is already imbalanced or is the user's data: kept whole.
 BALANCED_POOLS = frozenset({"digits", "mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100"})
+# Default evaluation batch with data_on_device (at least the training batch).
+ON_DEVICE_EVAL_BATCH = 1024
 # Above this many classes the printed split shows the head and tail classes only.
 _REPORT_ALL_CLASSES = 20
 
@@ -114,7 +116,8 @@ class LongTailDataModule(L.LightningDataModule):
             0 (default) validates on the dataset's own validation list when it ships one (ImageNet-LT, Places-LT,
             iNaturalist 2018: its val list, which is also its test set), else on the test set, as the reference code
             does. Which one is used is in ``val_source`` (``pool``, ``given`` or ``test``) and the split report.
-        batch_size: training batch size; ``eval_batch_size`` defaults to it.
+        batch_size: training batch size; ``eval_batch_size`` defaults to it (with ``data_on_device``: to
+            ``max(batch_size, 1024)``, evaluation batches carrying no gradient).
         num_workers: DataLoader workers. With workers, every loader keeps them between epochs
             (``persistent_workers``), evaluation loaders included; batches are read into pinned memory
             (``pin_memory``) when the trainer runs on CUDA, never on the CPU. ``data_on_device`` loaders use neither.
@@ -264,8 +267,10 @@ class LongTailDataModule(L.LightningDataModule):
             None if nuisance is None else create_nuisance(nuisance, **(nuisance_kwargs or {}))
         )
         self.batch_size = _check_int("batch_size", batch_size, 1)
+        # Evaluation holds no gradients: with the data on the device, default to large evaluation batches.
+        default_eval = max(self.batch_size, ON_DEVICE_EVAL_BATCH) if data_on_device is True else self.batch_size
         self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
+            default_eval if eval_batch_size is None else _check_int("eval_batch_size", eval_batch_size, 1)
         )
         self.num_workers = _check_int("num_workers", num_workers, 0)
         self.sampler_name = sampler
