@@ -53,7 +53,13 @@ from lt_lightning.models import resnet32
 from lt_lightning.optim import WarmupMultiStepLR
 from lt_lightning.optim.schedulers import warmup_multistep_factor
 
-LR, DRW_EPOCH = 0.1, 160
+LR = 0.1
+
+
+def schedule(epochs: int) -> tuple[tuple[int, int], int]:
+    """LR milestones and the DRW epoch for a run of ``epochs``: 160, 180 and 160 for the reference's 200 (80 % / 90 %),
+    scaled for shorter ``--full-epochs`` runs (both loops always use the same)."""
+    return (int(0.8 * epochs), int(0.9 * epochs)), int(0.8 * epochs)
 
 
 def write_fake_cifar10(root: Path, n_train: int = 5000, n_test: int = 1000, seed: int = 0) -> None:
@@ -99,8 +105,9 @@ class CIFAR10Files(datasets.CIFAR10):
 class ReferenceRun:
     """The LDAM-DRW cifar_train.py loop in plain PyTorch, on the datamodule's split (same images, same order)."""
 
-    def __init__(self, root: Path, workers: int, device: str, seed: int = 0) -> None:
+    def __init__(self, root: Path, workers: int, device: str, seed: int = 0, epochs: int = 200) -> None:
         torch.manual_seed(seed)
+        self.milestones, self.drw_epoch = schedule(epochs)
         dm = datamodule(root, workers, on_device=False)
         self.counts = dm.class_counts
         normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
@@ -129,8 +136,8 @@ class ReferenceRun:
         """One epoch (train, then test); returns (seconds, training images)."""
         start = time.perf_counter()
         for group in self.optimizer.param_groups:  # adjust_learning_rate
-            group["lr"] = LR * warmup_multistep_factor(self.epoch, 5, (160, 180), 0.01)
-        beta = 0.9999 if self.epoch >= DRW_EPOCH else 0.0  # DRW: idx = epoch // 160
+            group["lr"] = LR * warmup_multistep_factor(self.epoch, 5, self.milestones, 0.01)
+        beta = 0.9999 if self.epoch >= self.drw_epoch else 0.0  # DRW: idx = epoch // 160
         self.criterion.set_class_weight(effective_number_weights(self.counts, beta) if beta else None)
         self.model.train()
         seen = 0
@@ -187,16 +194,18 @@ class EpochTimer(L.Callback):
         self.images.append(self._seen)
 
 
-def lightning_run(root: Path, workers: int, device: str, epochs: int, on_device: bool, limit, limit_eval, seed=0):
+def lightning_run(
+    root: Path, workers: int, device: str, epochs: int, on_device: bool, limit, limit_eval, seed=0, horizon=200
+):
     """``epochs`` epochs of the LDAM-DRW preset's module and recipe; returns the EpochTimer and the final metrics."""
     L.seed_everything(seed, verbose=False)
     dm = datamodule(root, workers, on_device)
     model = LDAMDRW(
         dm.class_counts,
         backbone="resnet32",
-        drw_start_epoch=DRW_EPOCH,
+        drw_start_epoch=schedule(horizon)[1],
         optimizer=lambda p: torch.optim.SGD(p, lr=LR, momentum=0.9, weight_decay=2e-4),
-        lr_scheduler=lambda o: WarmupMultiStepLR(o, warmup_epochs=5, milestones=[160, 180], gamma=0.01),
+        lr_scheduler=lambda o: WarmupMultiStepLR(o, warmup_epochs=5, milestones=list(schedule(horizon)[0]), gamma=0.01),
     )
     timer = EpochTimer()
     trainer = L.Trainer(
@@ -225,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--limit-eval-batches", type=int, default=None, help="test batches per epoch (default all)")
     parser.add_argument("--variants", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
     parser.add_argument("--full", action="store_true", help="full runs of (a) and (c): wall time and accuracy")
-    parser.add_argument("--full-epochs", type=int, default=200)
+    parser.add_argument("--full-epochs", type=int, default=200, help="LR drops and DRW at 80 %% / 90 %% of it")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the --full runs")
     parser.add_argument("--batch", type=int, default=128, help="training batch (the reference's 128)")
     parser.add_argument("--eval-batch", type=int, default=100, help="test batch (the reference's 100)")
     parser.add_argument("--fake-per-class", type=int, default=5000, help="training images per class of a fake set")
@@ -266,19 +276,37 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def full_runs(args) -> dict:
-    """Full (a) and (c) runs: wall time and final balanced accuracy on the same split."""
-    start = time.perf_counter()
-    ref = ReferenceRun(args.root, args.workers, args.device)
-    for _ in range(args.full_epochs):
-        ref.run_epoch()
-    a_time, a_acc = time.perf_counter() - start, ref.evaluate()
-    start = time.perf_counter()
-    _, metrics = lightning_run(args.root, args.workers, args.device, args.full_epochs, True, None, None)
-    c_time = time.perf_counter() - start
-    c_acc = metrics.get("val/balanced_acc", float("nan"))
-    print(f"(a) reference: {a_time / 60:.1f} min, balanced acc {100 * a_acc:.2f}")
-    print(f"(c) on device: {c_time / 60:.1f} min, balanced acc {100 * c_acc:.2f}, speed-up {a_time / c_time:.1f}x")
-    return {"a": (a_time, a_acc), "c": (c_time, c_acc)}
+    """Full (a) and (c) runs per seed: wall time and final balanced test accuracy on the same split."""
+    rows = []
+    epochs = args.full_epochs
+    for seed in args.seeds:
+        start = time.perf_counter()
+        ref = ReferenceRun(args.root, args.workers, args.device, seed=seed, epochs=epochs)
+        for _ in range(epochs):
+            ref.run_epoch()
+        a_time, a_acc = time.perf_counter() - start, ref.evaluate()
+        start = time.perf_counter()
+        _, metrics = lightning_run(
+            args.root, args.workers, args.device, epochs, True, None, None, seed=seed, horizon=epochs
+        )
+        c_time, c_acc = time.perf_counter() - start, metrics.get("val/balanced_acc", float("nan"))
+        rows.append((seed, a_time, a_acc, c_time, c_acc))
+        print(
+            f"seed {seed}: (a) {a_time / 60:.2f} min, balanced acc {100 * a_acc:.2f} | (c) {c_time / 60:.2f} min, "
+            f"balanced acc {100 * c_acc:.2f} | speed-up {a_time / c_time:.2f}x",
+            flush=True,
+        )
+    a_accs, c_accs = [100 * r[2] for r in rows], [100 * r[4] for r in rows]
+
+    def spread(values: list[float]) -> float:
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    print(
+        f"{epochs} epochs, {len(rows)} seeds: (a) {statistics.mean(a_accs):.2f} +- {spread(a_accs):.2f}, "
+        f"(c) {statistics.mean(c_accs):.2f} +- {spread(c_accs):.2f}; wall time (a) "
+        f"{statistics.mean(r[1] for r in rows) / 60:.2f} min, (c) {statistics.mean(r[3] for r in rows) / 60:.2f} min"
+    )
+    return {"rows": rows}
 
 
 if __name__ == "__main__":

@@ -43,3 +43,12 @@ def test_data_path_compares_the_loaders(tmp_path):
     assert {(0, "instance"), (0, "class_aware_cycle"), "startup"} <= set(result)
     plain, ours = result[(0, "instance")]
     assert plain > 0 and ours > 0
+
+
+def test_vs_reference_full_mode_reports_time_and_accuracy_per_seed(tmp_path):
+    bench = _load("vs_reference")
+    args = ["--root", str(tmp_path), "--fake-per-class", "100", "--device", "cpu", "--workers", "0"]
+    args += ["--batch", "32", "--eval-batch", "100", "--full", "--full-epochs", "1", "--seeds", "0"]
+    (row,) = bench.main(args)["rows"]
+    seed, a_time, a_acc, c_time, c_acc = row
+    assert seed == 0 and a_time > 0 and c_time > 0 and 0 <= a_acc <= 1 and 0 <= c_acc <= 1
