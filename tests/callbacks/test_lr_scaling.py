@@ -213,3 +213,27 @@ def test_bad_rule(bad):
 
 def test_is_a_lightning_callback_exported_from_the_package():
     assert isinstance(ScaleLearningRate(256), L.Callback)
+
+
+def test_cyclic_lr_peak_is_scaled_too():
+    """CyclicLR keeps its peak in ``max_lrs`` (not in the param groups): scaled by 2, base 0.1 -> 0.2 and peak
+    1.0 -> 2.0, so the cycle 0.2 .. 2.0 is the unscaled cycle times 2 at every step."""
+    from lt_lightning.callbacks.lr_scaling import _scale_scheduler
+
+    def cycle(ratio):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.1, max_lr=1.0, step_size_up=4)
+        if ratio != 1:
+            for group in opt.param_groups:
+                group["lr"] *= ratio
+                group["initial_lr"] *= ratio
+            _scale_scheduler(sched, ratio, set())
+        lrs = []
+        for _ in range(9):
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        return lrs
+
+    assert max(cycle(2.0)) == pytest.approx(2.0)
+    assert cycle(2.0) == pytest.approx([2 * lr for lr in cycle(1.0)])

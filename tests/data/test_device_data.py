@@ -359,3 +359,58 @@ def test_evaluation_batches_default_large_on_the_device():
     assert LongTailDataModule("digits", batch_size=2048, data_on_device=True).eval_batch_size == 2048
     assert LongTailDataModule("digits", batch_size=64, eval_batch_size=10, data_on_device=True).eval_batch_size == 10
     assert LongTailDataModule("digits", batch_size=64).eval_batch_size == 64
+
+
+def test_pinned_index_batches_move_without_blocking():
+    """Lightning passes ``non_blocking`` only to tensors; an IndexBatch of pinned indices (CUDA runs) asks for it
+    itself, an unpinned one (CPU) does not."""
+
+    class Indices:
+        def __init__(self, pinned):
+            self.pinned, self.calls = pinned, []
+
+        def is_pinned(self):
+            return self.pinned
+
+        def to(self, *args, **kwargs):
+            self.calls.append(kwargs)
+            return self
+
+    pinned, plain = Indices(True), Indices(False)
+    IndexBatch(pinned, "train").to("cuda:0")
+    IndexBatch(plain, "train").to("cpu")
+    assert pinned.calls == [{"non_blocking": True}] and plain.calls == [{}]
+
+
+def test_recipe_keeps_its_normalisation_on_the_device_and_out_of_pickles():
+    import pickle
+
+    recipe = batched_recipe(default_transforms("cifar10", (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), None)[1])
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    first = recipe(images)
+    (mean, std) = recipe._on_device["cpu"]
+    assert torch.equal(recipe(images), first) and recipe._on_device["cpu"][0] is mean
+    assert pickle.loads(pickle.dumps(recipe))._on_device == {}
+
+
+class OwnTransferHook(L.LightningModule):
+    """A user's module with its own on_after_batch_transfer (Lightning then never calls the datamodule's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(64, 10)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return batch
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0].flatten(1)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_module_with_its_own_transfer_hook_is_refused_in_one_line(tmp_path):
+    dm = LongTailDataModule("digits", data_on_device=True)
+    with pytest.raises(ValueError, match=r"data_on_device=True: OwnTransferHook overrides on_after_batch_transfer"):
+        cpu_trainer(tmp_path, max_epochs=1).fit(OwnTransferHook(), datamodule=dm)

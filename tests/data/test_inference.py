@@ -88,3 +88,19 @@ def test_a_checkpoint_without_lt_lightning_metadata_is_refused(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         InferenceDataModule(_png(tmp_path / "a.png", 0), checkpoint=tmp_path / "junk.ckpt")
+
+
+@pytest.mark.parametrize("image_size, side, resize", [(None, 224, 256), (112, 112, 128)])
+def test_a_224_recipe_checkpoint_resizes_the_shorter_edge_then_centre_crops(tmp_path, image_size, side, resize):
+    """An ImageNet-LT checkpoint records ``eval_resize`` 256: new images get Resize(256) + CenterCrop(224), as at
+    validation, never a square stretch; an explicit image_size keeps the 256 / 224 ratio (112 -> 128 + crop 112)."""
+    from torchvision.transforms import v2
+
+    meta = {"preprocessing": {**PREP, "image_size": 224, "eval_resize": 256}, "class_names": ["cat", "dog"]}
+    torch.save({"state_dict": {}, "lt_lightning": meta}, tmp_path / "lt.ckpt")
+    _png(tmp_path / "img" / "wide.png", 128, size=(30, 60))  # 30 rows x 60 columns
+    dm = InferenceDataModule(tmp_path / "img", checkpoint=tmp_path / "lt.ckpt", image_size=image_size)
+    steps = dm.transform.transforms
+    assert isinstance(steps[0], v2.Resize) and steps[0].size == [resize]
+    assert isinstance(steps[1], v2.CenterCrop) and list(steps[1].size) == [side, side]
+    assert dm.predict_set[0].shape == (3, side, side)

@@ -94,13 +94,17 @@ def test_parse_split_list_spaces_crlf_blank_lines():
     assert [buf[a:b].tobytes().decode() for a, b in zip(starts, ends, strict=True)] == ["my dir/a b.jpg", "c.jpg"]
     assert labels.tolist() == [3, 1024] and labels.dtype == np.int64
     assert len(parse_split_list(b"")[3]) == 0
+    # What the official reader's line.split() accepts: trailing blanks, a tab, several blanks before the label.
+    buf, starts, ends, labels = parse_split_list(b"a.jpg 3 \t\nb c.jpg\t4\r\nd.jpg   5\n   \n")
+    assert [buf[a:b].tobytes() for a, b in zip(starts, ends, strict=True)] == [b"a.jpg", b"b c.jpg", b"d.jpg"]
+    assert labels.tolist() == [3, 4, 5]
     assert sample_indices(437_513, 64).size == 66 and sample_indices(5, 64).tolist() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize(
     "text, line, shown",
     [(b"a.jpg 0\nb.jpg\n", 2, "b.jpg"), (b"a.jpg 0\nb.jpg x1\n", 2, "b.jpg x1"), (b" 1\n", 1, " 1"),
-     (b"a.jpg 0\n\nb.jpg -1\n", 3, "b.jpg -1"), (b"a.jpg 0 \n", 1, "a.jpg 0 ")],
+     (b"a.jpg 0\n\nb.jpg -1\n", 3, "b.jpg -1"), (b"a.jpg 0\nb.jpg 1 x\n", 2, "b.jpg 1 x")],
 )  # fmt: skip
 def test_parse_errors_name_file_line_and_text(tmp_path, text, line, shown):
     (tmp_path / "l.txt").write_bytes(text)
@@ -322,3 +326,9 @@ def test_measure_startup_smoke(tmp_path):
 def test_write_jpeg_is_tiny(tmp_path):
     write_jpeg(tmp_path / "a.jpg", np.random.default_rng(0))
     assert (tmp_path / "a.jpg").stat().st_size < 1500
+
+
+def test_absolute_paths_in_a_list_are_kept_as_they_are(tmp_path):
+    """A user's list may name images by absolute path: the root is not prefixed to them (relative ones get it)."""
+    table = PathTable.from_paths(["/abs/x.jpg", "rel/y.jpg"], root="/data")
+    assert table[0] == "/abs/x.jpg" and table[1] == "/data/rel/y.jpg" and list(table) == [table[0], table[1]]

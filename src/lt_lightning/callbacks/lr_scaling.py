@@ -62,6 +62,8 @@ def _scale_scheduler(scheduler: Any, ratio: float, seen: set[int]) -> None:
     seen.add(id(scheduler))
     if isinstance(getattr(scheduler, "base_lrs", None), list):
         scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+    if isinstance(getattr(scheduler, "max_lrs", None), list):  # CyclicLR keeps its peak here, not in the groups
+        scheduler.max_lrs = [lr * ratio for lr in scheduler.max_lrs]
     for inner in getattr(scheduler, "_schedulers", ()):  # SequentialLR, ChainedScheduler
         _scale_scheduler(inner, ratio, seen)
 

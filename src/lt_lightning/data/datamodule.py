@@ -35,6 +35,7 @@ import numpy as np
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
@@ -120,7 +121,8 @@ class LongTailDataModule(L.LightningDataModule):
             ``max(batch_size, 1024)``, evaluation batches carrying no gradient).
         num_workers: DataLoader workers. With workers, every loader keeps them between epochs
             (``persistent_workers``), evaluation loaders included; batches are read into pinned memory
-            (``pin_memory``) when the trainer runs on CUDA, never on the CPU. ``data_on_device`` loaders use neither.
+            (``pin_memory``) when the trainer runs on CUDA, never on the CPU. ``data_on_device`` loaders have no
+            workers; on CUDA their index batches are pinned and copied without blocking.
         sampler: ``instance`` (plain shuffle), ``class_balanced``, ``square_root``, ``reversed``, ``progressive``
             (fully balanced at epoch ``trainer.max_epochs - 1``; ``ProgressiveSampler``'s default without a trainer),
             ``class_aware_cycle`` (the official classifier-balancing ``ClassAwareSampler``: a shuffled cycle of the
@@ -472,6 +474,9 @@ class LongTailDataModule(L.LightningDataModule):
         # stdout: the user sees what was trained on without configuring logging.
         if stage in ("fit", "validate", "test"):
             _print_rank_zero(self.split_report())
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if self._device_data is not None and model is not None:
+            _check_transfer_hook(model)
 
     def split_report(self) -> str:
         """The split in a few lines: dataset, profile (and whether it was chosen automatically), images kept out of
@@ -648,7 +653,7 @@ class LongTailDataModule(L.LightningDataModule):
         num_workers, pin_memory = self.num_workers, self._pin_memory()
         if self._device_data is not None and "train" in self._device_data.splits:
             # Same sampler, index batches: on_after_batch_transfer gathers and augments the images on the device.
-            index_set = IndexDataset(len(self.train_set), "train")
+            index_set = IndexDataset(len(self.train_set), "train", pin_memory=self._pin_memory())
             dataset, collate, num_workers, pin_memory = index_set, index_set.collate, 0, False
         if self.drop_last and len(sampler) < self.batch_size:
             raise ValueError(
@@ -689,7 +694,7 @@ class LongTailDataModule(L.LightningDataModule):
 
     def _eval_loader(self, dataset: LabeledImages, split: str = "test") -> DataLoader:
         if self._device_data is not None and split in self._device_data.splits:
-            index_set = IndexDataset(len(dataset), split)
+            index_set = IndexDataset(len(dataset), split, pin_memory=self._pin_memory())
             return DataLoader(index_set, batch_size=self.eval_batch_size, shuffle=False, collate_fn=index_set.collate)
         return DataLoader(
             dataset,
@@ -764,3 +769,13 @@ def _fixed_size(dataset: str, base) -> int | None:
     if base.image_size:
         return None
     return LARGE_IMAGE_SIDE if is_resized_crop(dataset) else 32
+
+
+def _check_transfer_hook(model: L.LightningModule) -> None:
+    """data_on_device needs the datamodule's ``on_after_batch_transfer``: Lightning calls a module's own instead."""
+    if is_overridden("on_after_batch_transfer", model, parent=L.LightningModule):
+        raise ValueError(
+            f"data_on_device=True: {type(model).__name__} overrides on_after_batch_transfer, so Lightning calls it "
+            "instead of the datamodule's, which turns the index batches into images; set data_on_device=False, or "
+            "move that code to the module's training_step"
+        )

@@ -105,7 +105,7 @@ def random_crop_flip(
     return padded[b, c, rows[:, None, :, None], columns[:, None, None, :]]
 
 
-def normalise(images: Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> Tensor:
+def normalise(images: Tensor, mean: Sequence[float] | Tensor | None, std: Sequence[float] | Tensor | None) -> Tensor:
     """uint8 ``images`` -> float32 on [0, 1] (``ToDtype(float32, scale=True)``), then ``(x - mean) / std`` per
     channel (``Normalize``) unless ``mean`` is None; torchvision's operations in torchvision's order.
 
@@ -116,9 +116,10 @@ def normalise(images: Tensor, mean: Sequence[float] | None, std: Sequence[float]
     x = images.to(torch.float32).mul_(1.0 / 255)
     if mean is None:
         return x
-    mean_t = torch.as_tensor(list(mean), dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    std_t = torch.as_tensor(list(std), dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return x.sub_(mean_t).div_(std_t)
+    # Tensors already on the device (DeviceRecipe caches them) are used as they are: no host copy per batch.
+    mean_t = (mean if isinstance(mean, Tensor) else torch.as_tensor(list(mean), dtype=x.dtype)).to(x.device, x.dtype)
+    std_t = (std if isinstance(std, Tensor) else torch.as_tensor(list(std), dtype=x.dtype)).to(x.device, x.dtype)
+    return x.sub_(mean_t.view(-1, 1, 1)).div_(std_t.view(-1, 1, 1))
 
 
 @dataclass
@@ -138,6 +139,12 @@ class DeviceRecipe:
     flip_p: float = 0.0
     mean: list[float] | None = None
     std: list[float] | None = None
+    # mean / std as tensors on each device used, made once: a copy from the host at every batch would wait for the
+    # device's queue (a host synchronisation per step).
+    _on_device: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_on_device": {}}  # device tensors never travel in a pickle (ddp_spawn)
 
     @property
     def random(self) -> bool:
@@ -160,7 +167,14 @@ class DeviceRecipe:
         if self.random:
             size, padding = self.crop if self.crop is not None else (None, 0)
             images = random_crop_flip(images, padding, generator, size=size, flip_p=self.flip_p)
-        return normalise(images, self.mean, self.std)
+        if self.mean is None:
+            return normalise(images, None, None)
+        key = str(images.device)
+        if key not in self._on_device:
+            values = (self.mean, self.std)
+            self._on_device[key] = tuple(torch.tensor(v, dtype=torch.float32).to(images.device) for v in values)
+        mean, std = self._on_device[key]
+        return normalise(images, mean, std)
 
 
 def _flatten(transform) -> list | None:

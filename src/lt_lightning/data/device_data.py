@@ -73,6 +73,9 @@ class IndexBatch:
         self.split = split
 
     def to(self, *args, **kwargs) -> IndexBatch:
+        # Lightning passes non_blocking only to tensors: pinned indices (CUDA runs) are copied without blocking.
+        if self.indices.is_pinned():
+            kwargs.setdefault("non_blocking", True)
         return IndexBatch(self.indices.to(*args, **kwargs), self.split)
 
     def __len__(self) -> int:
@@ -82,9 +85,10 @@ class IndexBatch:
         return f"IndexBatch(split={self.split!r}, indices={self.indices.tolist()})"
 
 
-def collate_indices(items: Sequence, split: str) -> IndexBatch:
-    """Indices (or index pairs) of a batch -> an :class:`IndexBatch` of int64."""
-    return IndexBatch(torch.as_tensor(items, dtype=torch.long), split)
+def collate_indices(items: Sequence, split: str, pin_memory: bool = False) -> IndexBatch:
+    """Indices (or index pairs) of a batch -> an :class:`IndexBatch` of int64 (in pinned memory if asked: CUDA)."""
+    indices = torch.as_tensor(items, dtype=torch.long)
+    return IndexBatch(indices.pin_memory() if pin_memory else indices, split)
 
 
 class IndexDataset(Dataset):
@@ -93,8 +97,8 @@ class IndexDataset(Dataset):
     ``__getitems__`` hands a whole batch of indices to :meth:`collate` at once (no per-item call).
     """
 
-    def __init__(self, length: int, split: str) -> None:
-        self.length, self.split = int(length), split
+    def __init__(self, length: int, split: str, pin_memory: bool = False) -> None:
+        self.length, self.split, self.pin_memory = int(length), split, pin_memory
 
     def __len__(self) -> int:
         return self.length
@@ -106,7 +110,7 @@ class IndexDataset(Dataset):
         return indices
 
     def collate(self, items: Sequence) -> IndexBatch:
-        return collate_indices(items, self.split)
+        return collate_indices(items, self.split, self.pin_memory)
 
 
 def free_device_memory(device: torch.device) -> int | None:

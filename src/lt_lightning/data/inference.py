@@ -37,6 +37,7 @@ from torchvision.transforms import v2
 from lt_lightning.checkpoints import METADATA_KEY, read_checkpoint
 from lt_lightning.data.base import ImageFileDataset
 from lt_lightning.data.readers import IMAGE_EXTENSIONS, list_images
+from lt_lightning.data.transforms import eval_resize_side
 
 
 class UnlabelledImages(ImageFileDataset):
@@ -113,8 +114,11 @@ class InferenceDataModule(L.LightningDataModule):
             )
         if self.image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {self.image_size}")
-        # Checkpoints of the 224-px recipes record a shorter-edge resize followed by the centre crop.
-        eval_resize = prep.get("eval_resize") if image_size is None else None
+        # Checkpoints of the 224-px recipes record a shorter-edge resize followed by the centre crop; with another
+        # image_size, the resize keeps the recipe's 256 / 224 ratio (never a square stretch of the whole image).
+        eval_resize = prep.get("eval_resize")
+        if eval_resize and image_size is not None:
+            eval_resize = eval_resize_side(self.image_size)
         resize = (
             [v2.Resize(int(eval_resize), antialias=True), v2.CenterCrop(self.image_size)]
             if eval_resize

@@ -122,7 +122,8 @@ class PathTable:
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, int | np.integer):
-            return self._prefix + self.relative(i)
+            path = self.relative(i)
+            return path if path.startswith("/") else self._prefix + path  # an absolute path is kept as it is
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
         return self.take(i)
@@ -130,7 +131,8 @@ class PathTable:
     def __iter__(self) -> Iterator[str]:
         data, offsets, prefix = self.data.tobytes(), self.offsets.tolist(), self._prefix
         for a, b in zip(offsets[:-1], offsets[1:], strict=True):
-            yield prefix + os.fsdecode(data[a:b])
+            path = os.fsdecode(data[a:b])
+            yield path if path.startswith("/") else prefix + path
 
     def tolist(self) -> list[str]:
         """Every full path as a Python list (N ``str`` objects: for small tables)."""

@@ -64,7 +64,7 @@ PUBLISHED_COUNTS = {
 }
 INAT_NOTE = "iNaturalist 2018 has no test list: its val list is the test set (as in the papers), so validation = test"
 
-_NL, _CR, _SPACE, _ZERO = 10, 13, 32, 48
+_NL, _CR, _SPACE, _ZERO, _TAB = 10, 13, 32, 48, 9
 _MAX_LABEL_DIGITS = 18
 
 
@@ -88,19 +88,27 @@ def parse_split_list(data: bytes, name: str = "<list>") -> tuple[np.ndarray, np.
     """Parse the bytes of a list file: ``(buffer, path_starts, path_ends, labels)``, one entry per non-blank line.
 
     The path of line k is ``buffer[path_starts[k]:path_ends[k]]``; the label is the decimal integer after the last
-    space. Raises a ValueError naming ``name``, the line number and the line when a line does not parse.
+    space or tab (``line.split()`` of the official reader: trailing blanks and a tab separator are accepted). Raises
+    a ValueError naming ``name``, the line number and the line when a line does not parse.
 
     Example:
-        >>> buf, starts, ends, labels = parse_split_list(b"my dir/a.jpg 3\\r\\n\\nb.jpg 10\\n")
+        >>> buf, starts, ends, labels = parse_split_list(b"my dir/a.jpg 3\\r\\n\\nb.jpg\\t10 \\n")
         >>> [buf[a:b].tobytes() for a, b in zip(starts, ends)], labels.tolist()
         ([b'my dir/a.jpg', b'b.jpg'], [3, 10])
     """
     buf = np.frombuffer(data, dtype=np.uint8)
+    if (buf == _TAB).any():  # a tab separates like a space (a copy only then: the common file has none)
+        buf = np.where(buf == _TAB, np.uint8(_SPACE), buf)
     newlines = np.flatnonzero(buf == _NL)
     starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
     ends = np.concatenate([newlines, [len(buf)]]).astype(np.int64)
-    if len(buf):
-        ends -= ((ends > starts) & (buf[np.maximum(ends - 1, 0)] == _CR)).astype(np.int64)
+    # Trailing blanks and CR: each pass drops one per line (a line rarely has more than one or two).
+    while len(buf):
+        last = buf[np.maximum(ends - 1, 0)]
+        trailing = (ends > starts) & ((last == _CR) | (last == _SPACE))
+        if not trailing.any():
+            break
+        ends -= trailing.astype(np.int64)
     line_numbers = np.flatnonzero(ends > starts) + 1  # blank lines are skipped
     starts, ends = starts[line_numbers - 1], ends[line_numbers - 1]
     spaces = np.flatnonzero(buf == _SPACE)
@@ -122,6 +130,11 @@ def parse_split_list(data: bytes, name: str = "<list>") -> tuple[np.ndarray, np.
             "'<relative path> <integer label>' (label 0..C-1 after the last space)"
         )
     labels = (np.where(used, digits, 0) * 10 ** (width - 1 - columns)).sum(axis=1).astype(np.int64)
+    while True:  # several blanks between path and label: the path ends at the first of them
+        blank = (sep > starts) & (buf[np.maximum(sep - 1, 0)] == _SPACE)
+        if not blank.any():
+            break
+        sep = sep - blank.astype(np.int64)
     return buf, starts, sep, labels
 
 
