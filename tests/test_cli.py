@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from lt_lightning.cli import build_cli, main, with_default_classes
+from lt_lightning.data.device_data import IndexBatch
 from lt_lightning.generators import MUNIT_CONFIGS, MUNITGenerator, save_generator
 from lt_lightning.methods import LongTailClassifier
 from tests.data.fake_data import write_cifar10, write_cifar100, write_imagefolder, write_k49, write_npz
@@ -259,6 +260,8 @@ def _fast_dev_run_preset(tmp_path, preset, monkeypatch, *extra: str) -> None:
     assert cli.model.num_classes == cli.datamodule.num_classes
     if "--data.init_args.data_on_device=true" in extra:
         assert cli.datamodule.hparams.data_on_device
+        uses_loader = cli.datamodule.aux_set is not None or cli.datamodule.hparams.nuisance_mode == "oracle"
+        assert uses_loader or isinstance(next(iter(cli.datamodule.train_dataloader())), IndexBatch)
     if logger and "Wandb" in logger["class_path"]:
         assert list(tmp_path.rglob("offline-run-*")), os.listdir(tmp_path)
 

@@ -21,7 +21,6 @@ from torch import nn
 from torchvision.transforms import v2
 
 from lt_lightning.callbacks import DeferredResampling
-from lt_lightning.cli import build_cli
 from lt_lightning.data import device_data
 from lt_lightning.data.datamodule import LongTailDataModule
 from lt_lightning.data.device_augment import batched_recipe, random_crop_flip
@@ -313,25 +312,8 @@ def test_file_backed_datasets_are_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-@pytest.mark.parametrize("preset", ["digits_bbn.yaml", "cifar10_lt_ce.yaml"])
-def test_cli_fast_dev_run_on_the_device(tmp_path, preset, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    args = [
-        "fit",
-        f"--config={EXAMPLES / preset}",
-        "--trainer.fast_dev_run=true",
-        "--trainer.accelerator=cpu",
-        f"--trainer.default_root_dir={tmp_path}",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.data_on_device=true",
-        *QUIET,
-    ]
-    if preset.startswith("cifar10"):
-        write_cifar10(tmp_path / "data", n_per_class=100, n_test_per_class=1)
-        args += [f"--data.init_args.root={tmp_path / 'data'}", "--data.init_args.batch_size=16"]
-    cli = build_cli(args)
-    assert cli.trainer.state.finished and cli.datamodule.hparams.data_on_device
-    assert isinstance(next(iter(cli.datamodule.train_dataloader())), IndexBatch)
+# Every in-memory preset runs through the CLI with data_on_device in tests/test_cli.py
+# (test_preset_fast_dev_run_with_data_on_device: four in the default run, all of them in the slow suite).
 
 
 def test_posthoc_auto_tau_reads_the_device_validation_split(tmp_path):

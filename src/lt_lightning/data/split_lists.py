@@ -433,6 +433,25 @@ def _imagenet_names(synsets: list[str], dirs: Sequence[Path]) -> list[str]:
     return [n if counts[n] == 1 else f"{n} ({s})" for n, s in zip(first, synsets, strict=True)]
 
 
+def _three_lists(
+    dataset: str, prefix: str, root, list_dir, image_root, check_counts: bool
+) -> tuple[Path, Path, Path, tuple[SplitList, SplitList, SplitList], int]:
+    """``<prefix>_{train,val,test}.txt`` of ``dataset`` read and checked: ``(root, image_root, the lists' folder,
+    (train, val, test), number of classes)``; classes are 1 + the largest training label, each present in training,
+    and val / test labels lie among them."""
+    root = _dir(root, "root", dataset)
+    images = root if image_root is None else _dir(image_root, "image_root", dataset)
+    names = tuple(f"{prefix}_{split}.txt" for split in ("train", "val", "test"))
+    files = _find_lists(dataset, _list_dirs(root, list_dir, prefix, dataset), names)
+    train = read_split_list(files[names[0]], images)
+    k = int(train.targets.max(initial=-1)) + 1
+    _check_classes(dataset, train, k)
+    val = read_split_list(files[names[1]], images, k)
+    test = read_split_list(files[names[2]], images, k)
+    _check_published(dataset, check_counts, (len(train), len(val), len(test), k), files[names[0]].parent)
+    return root, images, files[names[0]].parent, (train, val, test), k
+
+
 def load_imagenet_lt(
     root: str | Path = "data",
     download: bool = False,
@@ -452,22 +471,14 @@ def load_imagenet_lt(
     115,846 / 20,000 / 50,000 images and 1000 classes.
     """
     _check_options("imagenet_lt", download, check_files)
-    root = _dir(root, "root", "imagenet_lt")
-    images = root if image_root is None else _dir(image_root, "image_root", "imagenet_lt")
-    dirs = _list_dirs(root, list_dir, "ImageNet_LT", "imagenet_lt")
-    names = ("ImageNet_LT_train.txt", "ImageNet_LT_val.txt", "ImageNet_LT_test.txt")
-    files = _find_lists("imagenet_lt", dirs, names)
-    train = read_split_list(files[names[0]], images)
-    k = int(train.targets.max(initial=-1)) + 1
-    _check_classes("imagenet_lt", train, k)
-    val = read_split_list(files[names[1]], images, k)
-    test = read_split_list(files[names[2]], images, k)
-    _check_published("imagenet_lt", check_counts, (len(train), len(val), len(test), k), files[names[0]].parent)
+    root, images, list_folder, (train, val, test), k = _three_lists(
+        "imagenet_lt", "ImageNet_LT", root, list_dir, image_root, check_counts
+    )
     synsets = _first_parent_dirs(train, k)
     check_sample("imagenet_lt", train, check_files, images)
     check_sample("imagenet_lt", val, check_files, images)
     test, layout = resolve_imagenet_test(test, synsets, check_files, images)
-    class_names = _imagenet_names(synsets, [files[names[0]].parent, root])
+    class_names = _imagenet_names(synsets, [list_folder, root])
     note = f"ImageNet-LT lists: {_counts_text(train, val, test, k)}; test list: {layout}"
     return _splits(train, val, test, class_names, IMAGENET_MEAN, IMAGENET_STD, note)
 
@@ -509,25 +520,13 @@ def load_places_lt(
     ``check_counts=True`` asserts the published 62,500 / 7,300 / 36,500 images and 365 classes.
     """
     _check_options("places_lt", download, check_files)
-    root = _dir(root, "root", "places_lt")
-    images = root if image_root is None else _dir(image_root, "image_root", "places_lt")
-    dirs = _list_dirs(root, list_dir, "Places_LT", "places_lt")
-    names = ("Places_LT_train.txt", "Places_LT_val.txt", "Places_LT_test.txt")
-    files = _find_lists("places_lt", dirs, names)
+    root, images, list_folder, (train, val, test), k = _three_lists(
+        "places_lt", "Places_LT", root, list_dir, image_root, check_counts
+    )
     categories = next(
-        (
-            d / "categories_places365.txt"
-            for d in (files[names[0]].parent, root)
-            if (d / "categories_places365.txt").is_file()
-        ),
+        (d / "categories_places365.txt" for d in (list_folder, root) if (d / "categories_places365.txt").is_file()),
         None,
     )
-    train = read_split_list(files[names[0]], images)
-    k = int(train.targets.max(initial=-1)) + 1
-    _check_classes("places_lt", train, k)
-    val = read_split_list(files[names[1]], images, k)
-    test = read_split_list(files[names[2]], images, k)
-    _check_published("places_lt", check_counts, (len(train), len(val), len(test), k), files[names[0]].parent)
     for lst in (train, val, test):
         check_sample("places_lt", lst, check_files, images)
     class_names = _places_names(categories, k, _first_parent_dirs(train, k))
