@@ -46,7 +46,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lt_lightning.callbacks.per_class import _first_attr
+from lt_lightning.callbacks.per_class import class_info
 from lt_lightning.callbacks.plotting import append_csv_rows, ekld_scatter_figure, save_figure, write_ekld_csv
 from lt_lightning.data.nuisance import NUISANCES, Nuisance, create_nuisance
 from lt_lightning.functional.ekld import per_class_selection
@@ -171,19 +171,9 @@ class ExpectedKLDivergence(Callback):
                     "ExpectedKLDivergence needs a nuisance transform: pass nuisance='rotation' (or 'background', "
                     "'dilation', a Nuisance), or use a datamodule built with nuisance=..."
                 )
-        counts = self.class_counts or _first_attr("class_counts", dm, pl_module)
-        if counts is None:
-            raise ValueError(
-                "ExpectedKLDivergence needs class counts: pass class_counts=..., or give the datamodule or the module "
-                "a `class_counts` attribute (training images per class, label order)"
-            )
-        self.class_counts = tuple(int(c) for c in counts)
-        names = self.class_names or _first_attr("class_names", dm, pl_module)
-        self.class_names = tuple(map(str, names)) if names is not None else tuple(map(str, range(len(counts))))
-        if len(self.class_names) != len(self.class_counts):
-            raise ValueError(
-                f"class_names has {len(self.class_names)} entries but class_counts has {len(self.class_counts)}"
-            )
+        self.class_counts, self.class_names = class_info(
+            "ExpectedKLDivergence", self.class_counts, self.class_names, dm, pl_module
+        )
         if self.dataset is None and not callable(getattr(dm, "invariance_set", None)):
             raise ValueError(
                 "ExpectedKLDivergence needs held-out images: pass dataset=... (items (raw image, label)), or use a "

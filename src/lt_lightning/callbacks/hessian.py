@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from typing_extensions import override
 
-from lt_lightning.callbacks.per_class import _first_attr
+from lt_lightning.callbacks.per_class import _first_attr, class_info
 from lt_lightning.callbacks.plotting import append_csv_rows, save_figure
 from lt_lightning.functional.hessian import class_subsets, hessian_spectrum, make_hvp, spectral_density
 from lt_lightning.functional.metrics import shot_groups
@@ -202,19 +202,9 @@ class ClassHessianSpectrum(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
         self._data = None  # a new fit / test call may bring another datamodule
-        counts = self.class_counts or _first_attr("class_counts", dm, pl_module)
-        if counts is None:
-            raise ValueError(
-                "ClassHessianSpectrum needs class counts: pass class_counts=..., or give the datamodule or the module "
-                "a `class_counts` attribute (training images per class, label order)"
-            )
-        self.class_counts = tuple(int(c) for c in counts)
-        names = self.class_names or _first_attr("class_names", dm, pl_module)
-        self.class_names = tuple(map(str, names)) if names is not None else tuple(map(str, range(len(counts))))
-        if len(self.class_names) != len(self.class_counts):
-            raise ValueError(
-                f"class_names has {len(self.class_names)} entries but class_counts has {len(self.class_counts)}"
-            )
+        self.class_counts, self.class_names = class_info(
+            "ClassHessianSpectrum", self.class_counts, self.class_names, dm, pl_module
+        )
         if isinstance(self.classes, list) and max(self.classes) >= len(self.class_counts):
             raise ValueError(f"classes {self.classes} out of range for {len(self.class_counts)} classes")
         if self.dataset is None and not callable(getattr(dm, "eval_view", None)):

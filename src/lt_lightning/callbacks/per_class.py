@@ -82,19 +82,9 @@ class PerClassAccuracy(Callback):
     # ------------------------------------------------------------------ set-up
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        counts = self.class_counts or _first_attr("class_counts", trainer.datamodule, pl_module)
-        if counts is None:
-            raise ValueError(
-                "PerClassAccuracy needs class counts: pass class_counts=..., or give the datamodule or the module a "
-                "`class_counts` attribute (training images per class, label order)"
-            )
-        self.class_counts = tuple(int(c) for c in counts)
-        names = self.class_names or _first_attr("class_names", trainer.datamodule, pl_module)
-        self.class_names = tuple(map(str, names)) if names is not None else tuple(map(str, range(len(counts))))
-        if len(self.class_names) != len(self.class_counts):
-            raise ValueError(
-                f"class_names has {len(self.class_names)} entries but class_counts has {len(self.class_counts)}"
-            )
+        self.class_counts, self.class_names = class_info(
+            "PerClassAccuracy", self.class_counts, self.class_names, trainer.datamodule, pl_module
+        )
         for key in STAGES:
             self.metrics[key] = PerClassAccuracyMetric(
                 len(self.class_counts), self.class_counts, self.many_threshold, self.few_threshold
@@ -221,6 +211,29 @@ def format_table(rows: Sequence[dict], summary: dict[str, float], title: str) ->
         lines.append(f"{r['name']:<{width}}  {r['train_count']:>6}  {r['shot']:<6}  {r['support']:>5}  {acc}")
     lines.append("  ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.4f}'}" for k, v in summary.items()))
     return "\n".join(lines)
+
+
+def class_info(owner: str, counts: Any, names: Any, *sources: Any) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """``(class_counts, class_names)`` of a callback: its own when given, else the first of ``sources`` (the
+    datamodule, the module) that has them; names default to ``"0", "1", ...``. One-line errors name ``owner``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> class_info("X", None, None, SimpleNamespace(class_counts=[5, 2]))
+        ((5, 2), ('0', '1'))
+    """
+    counts = counts or _first_attr("class_counts", *sources)
+    if counts is None:
+        raise ValueError(
+            f"{owner} needs class counts: pass class_counts=..., or give the datamodule or the module a "
+            "`class_counts` attribute (training images per class, label order)"
+        )
+    counts = tuple(int(c) for c in counts)
+    names = names or _first_attr("class_names", *sources)
+    names = tuple(map(str, names)) if names is not None else tuple(map(str, range(len(counts))))
+    if len(names) != len(counts):
+        raise ValueError(f"class_names has {len(names)} entries but class_counts has {len(counts)}")
+    return counts, names
 
 
 def _first_attr(name: str, *objects: Any) -> Any:
